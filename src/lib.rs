@@ -1,0 +1,4 @@
+//! kruised: a node agent for OpenKruise's `apps.kruise.io` API.
+#![forbid(unsafe_code)]
+
+pub mod proto;
