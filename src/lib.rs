@@ -1,4 +1,20 @@
 //! kruised: a node agent for OpenKruise's `apps.kruise.io` API.
+//!
+//! The folder tree is the architecture: [`cri`] talks to the container runtime, [`api`]
+//! holds the custom resource types, [`server`] is the HTTP surface, and [`agent`] wires
+//! them together. `main.rs` only parses flags, starts logging and runs.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
+pub mod agent;
+pub mod api;
+pub mod backoff;
+pub mod cli;
+pub mod cri;
+pub mod feature_gates;
+pub mod kubeconfig;
+pub mod logging;
+pub mod metrics;
 pub mod proto;
+pub mod readiness;
+pub mod server;

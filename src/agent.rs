@@ -1,0 +1,231 @@
+//! The node agent's lifecycle: HTTP surface, CRI connection, API server connection,
+//! and a clean stop on shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::backoff::Backoff;
+use crate::cri::{DiscoveryConfig, RuntimeSet};
+use crate::kubeconfig::{self, KubeconfigError};
+use crate::metrics::Metrics;
+use crate::readiness::{Readiness, ReadinessCheck};
+use crate::server::{self, HttpState};
+
+/// How often a connected runtime is asked whether it still answers.
+const CRI_HEALTH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Everything the agent needs to start.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// This node's name.
+    pub node_name: String,
+    /// Where to serve HTTP.
+    pub listen: SocketAddr,
+    /// How to find the runtime.
+    pub discovery: DiscoveryConfig,
+    /// `--kubeconfig`.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The HTTP address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// No Kubernetes client configuration.
+    #[error(transparent)]
+    Kubeconfig(#[from] KubeconfigError),
+    /// The client could not be built from the configuration.
+    #[error("cannot build a Kubernetes client: {0}")]
+    KubeClient(#[source] kube::Error),
+}
+
+/// A shutdown signal that any number of tasks can wait on.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+/// Triggers a [`Shutdown`].
+pub struct ShutdownTrigger(watch::Sender<bool>);
+
+/// A linked trigger and signal.
+pub fn shutdown_channel() -> (ShutdownTrigger, Shutdown) {
+    let (sender, receiver) = watch::channel(false);
+    (ShutdownTrigger(sender), Shutdown(receiver))
+}
+
+impl ShutdownTrigger {
+    /// Tells every waiter to stop.
+    pub fn trigger(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl Shutdown {
+    /// Completes once shutdown has been triggered (or the trigger dropped).
+    pub async fn wait(mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+
+    /// Whether shutdown has been triggered.
+    pub fn is_triggered(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+/// Runs the agent until `shutdown` fires.
+pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentError> {
+    let metrics = Metrics::new();
+    let readiness = Readiness::new();
+    let cri_check = readiness.register("cri");
+    let api_check = readiness.register("apiserver");
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AgentError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let bound = listener.local_addr().unwrap_or(config.listen);
+    info!(node = %config.node_name, addr = %bound, "kruised starting");
+
+    // Resolve the client configuration before any work: a missing kubeconfig is a
+    // deployment mistake that retrying cannot fix.
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let (mut kube_config, source) = kubeconfig::resolve(
+        config.kubeconfig.as_deref(),
+        std::env::var("KUBECONFIG").ok(),
+        home,
+    )
+    .await?;
+    kube_config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(concat!("kruised/", env!("CARGO_PKG_VERSION"))),
+    ));
+    info!(source = ?source, server = %kube_config.cluster_url, "Kubernetes configuration resolved");
+    let client = kube::Client::try_from(kube_config).map_err(AgentError::KubeClient)?;
+
+    let state = HttpState {
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+    };
+    let http = tokio::spawn(server::serve(listener, state, shutdown.clone().wait()));
+    let cri = tokio::spawn(keep_cri_connected(
+        config.discovery.clone(),
+        metrics.clone(),
+        cri_check,
+        shutdown.clone(),
+    ));
+    let api = tokio::spawn(wait_for_api_server(client, api_check, shutdown.clone()));
+
+    shutdown.wait().await;
+    info!("shutting down");
+    cri.abort();
+    api.abort();
+    if let Ok(Err(error)) = http.await {
+        warn!(%error, "HTTP server stopped with an error");
+    }
+    info!("kruised stopped");
+    Ok(())
+}
+
+/// Connects to the runtime, retrying with back-off (a fresh channel each time), then
+/// watches that it keeps answering.
+async fn keep_cri_connected(
+    discovery: DiscoveryConfig,
+    metrics: Arc<Metrics>,
+    check: ReadinessCheck,
+    shutdown: Shutdown,
+) {
+    let runtimes = connect_cri(&discovery, &metrics, &shutdown).await;
+    let Some(runtimes) = runtimes else { return };
+    check.set(true);
+    let primary = runtimes.primary().clone();
+    let mut interval = tokio::time::interval(CRI_HEALTH_INTERVAL);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        let healthy = primary.version().await.is_ok();
+        if healthy != check.is_ready() {
+            if healthy {
+                info!(endpoint = %primary.endpoint(), "CRI answers again");
+            } else {
+                warn!(endpoint = %primary.endpoint(), "CRI stopped answering");
+            }
+        }
+        check.set(healthy);
+    }
+}
+
+/// Discovers the runtimes, retrying until one answers or shutdown.
+pub async fn connect_cri(
+    discovery: &DiscoveryConfig,
+    metrics: &Metrics,
+    shutdown: &Shutdown,
+) -> Option<RuntimeSet> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    loop {
+        match discovery.discover(Some(metrics.cri.clone())).await {
+            Ok(runtimes) => {
+                for runtime in runtimes.all() {
+                    let info = runtime.info();
+                    info!(
+                        endpoint = %runtime.endpoint(),
+                        runtime = %info.name,
+                        version = %info.version,
+                        api = %info.api_version,
+                        "CRI connected"
+                    );
+                }
+                return Some(runtimes);
+            }
+            Err(error) => {
+                let delay = backoff.next_delay();
+                warn!(%error, retry_in = ?delay, "no usable container runtime yet");
+                if sleep_or_shutdown(delay, shutdown).await {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Waits for `GET /version` to succeed, with back-off, and marks the check ready.
+async fn wait_for_api_server(client: kube::Client, check: ReadinessCheck, shutdown: Shutdown) {
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    loop {
+        match client.apiserver_version().await {
+            Ok(version) => {
+                info!(version = %version.git_version, "API server reached");
+                check.set(true);
+                return;
+            }
+            Err(error) => {
+                let delay = backoff.next_delay();
+                warn!(%error, retry_in = ?delay, "API server not reachable yet");
+                if sleep_or_shutdown(delay, &shutdown).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps, returning `true` early if shutdown fires first.
+async fn sleep_or_shutdown(delay: Duration, shutdown: &Shutdown) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(delay) => false,
+        () = shutdown.clone().wait() => true,
+    }
+}

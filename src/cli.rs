@@ -1,0 +1,395 @@
+//! Command-line flags: every kruise-daemon flag (§7.3), plus kruised's own.
+//!
+//! kruise-daemon is a Go binary: bool flags take `--flag` or `--flag=false` (never a
+//! separate value), and `-v=5` and `--v=5` are both accepted. Unknown flags make the Go
+//! binary exit, so a drop-in must accept the whole list.
+
+use std::path::PathBuf;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, Parser, Subcommand, ValueEnum};
+
+use crate::cri::discovery::DEFAULT_HOST_VAR_RUN;
+
+/// kruised: a node agent for OpenKruise (image pre-pull and in-place container recreate).
+#[derive(Debug, Parser)]
+#[command(
+    name = "kruised",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// What to run; without a subcommand, kruised runs the node agent.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The node agent's flags.
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the apps.kruise.io CustomResourceDefinitions kruised serves, as YAML.
+    Crds,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of the node agent.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// Name of the node this agent runs on (normally from the downward API).
+    #[arg(long, env = "NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+
+    /// Path to a kubeconfig. Resolution order: this flag, $KUBECONFIG, in-cluster,
+    /// ~/.kube/config.
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Address for /metrics, /healthz, /livez and /readyz (Go style: ":10221" = all
+    /// interfaces).
+    #[arg(long, default_value = ":10221", value_name = "ADDR")]
+    pub addr: String,
+
+    /// CRI endpoint (absolute socket path or unix:// URI). Overrides discovery.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub runtime_endpoint: Option<String>,
+
+    /// CRI socket file name relative to --host-var-run (kruise semantics).
+    #[arg(long, default_value = "", value_name = "NAME")]
+    pub socket_file: String,
+
+    /// Where the host's /var/run is mounted.
+    #[arg(long, default_value = DEFAULT_HOST_VAR_RUN, value_name = "DIR")]
+    pub host_var_run: PathBuf,
+
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// klog verbosity: 0-3 info, 4-5 debug, 6+ trace. RUST_LOG overrides it.
+    #[arg(short = 'v', long = "v", default_value_t = 0, value_name = "LEVEL")]
+    pub verbosity: u8,
+
+    /// kruise feature gates, e.g. "ImagePullJobGate=true,AllBeta=true".
+    #[arg(long, default_value = "", value_name = "GATES")]
+    pub feature_gates: String,
+
+    /// Node-wide cap on concurrent image pulls (-1: kruise's unlimited).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true, value_name = "N")]
+    pub max_workers_for_pull_image: i32,
+
+    /// kubelet CredentialProviderConfig for image pull credential plugins.
+    #[arg(
+        long,
+        default_value = "/kruise/CredentialProviderPlugin.yaml",
+        value_name = "PATH"
+    )]
+    pub plugin_config_file: PathBuf,
+
+    /// Directory of credential provider plugin binaries.
+    #[arg(long, default_value = "/kruise/plugins", value_name = "DIR")]
+    pub plugin_bin_dir: PathBuf,
+
+    /// Flags kept only so kruise-daemon manifests keep working.
+    #[command(flatten)]
+    pub compat: CompatArgs,
+}
+
+/// Flags kruise-daemon accepts that kruised accepts and ignores (logged once). They
+/// exist so existing DaemonSet manifests and Helm values keep working.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Accepted for kruise-daemon compatibility (ignored)")]
+pub struct CompatArgs {
+    /// Go pprof address. kruised serves no pprof.
+    #[arg(long, default_value = ":10222")]
+    pub pprof_addr: String,
+    /// Go pprof switch. kruised serves no pprof.
+    #[arg(long, value_parser = parse_go_bool, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true")]
+    pub enable_pprof: bool,
+    /// client-go QPS; kruised uses watches and needs no client-side limiter.
+    #[arg(long, default_value_t = 0.0)]
+    pub rest_config_qps: f32,
+    /// client-go burst.
+    #[arg(long, default_value_t = 0)]
+    pub rest_config_burst: i32,
+    /// klog: per-module verbosity.
+    #[arg(long, default_value = "")]
+    pub vmodule: String,
+    /// klog: log to stderr (kruised always does).
+    #[arg(long, value_parser = parse_go_bool, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true")]
+    pub logtostderr: bool,
+    /// klog.
+    #[arg(long, value_parser = parse_go_bool, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub alsologtostderr: bool,
+    /// klog.
+    #[arg(long = "log_dir", default_value = "")]
+    pub log_dir: String,
+    /// klog.
+    #[arg(long = "log_file", default_value = "")]
+    pub log_file: String,
+    /// klog.
+    #[arg(long = "log_file_max_size", default_value = "1800")]
+    pub log_file_max_size: String,
+    /// klog.
+    #[arg(long = "one_output", value_parser = parse_go_bool, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub one_output: bool,
+    /// klog.
+    #[arg(long = "skip_headers", value_parser = parse_go_bool, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub skip_headers: bool,
+    /// klog.
+    #[arg(long = "skip_log_headers", value_parser = parse_go_bool, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub skip_log_headers: bool,
+    /// klog.
+    #[arg(long = "stderrthreshold", default_value = "2")]
+    pub stderrthreshold: String,
+    /// klog.
+    #[arg(long = "add_dir_header", value_parser = parse_go_bool, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub add_dir_header: bool,
+    /// klog.
+    #[arg(long = "log_backtrace_at", default_value = ":0")]
+    pub log_backtrace_at: String,
+    /// Registered by kruise's transitive imports; no effect on the daemon.
+    #[arg(long, default_value = "5m")]
+    pub expectation_timeout: String,
+    /// Ditto.
+    #[arg(long, default_value = "5ms")]
+    pub rate_limiter_base_delay: String,
+    /// Ditto.
+    #[arg(long, default_value = "1000s")]
+    pub rate_limiter_max_delay: String,
+    /// Ditto.
+    #[arg(long, default_value = "10")]
+    pub rate_limiter_qps: String,
+    /// Ditto.
+    #[arg(long, default_value = "100")]
+    pub rate_limiter_bucket_size: String,
+    /// Ditto.
+    #[arg(long, value_parser = parse_go_bool, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub disable_no_deepcopy: bool,
+    /// Ditto.
+    #[arg(long, default_value = "/log")]
+    pub protection_log_path: String,
+    /// Ditto.
+    #[arg(long, default_value = "3")]
+    pub sidecarset_workers: String,
+    /// Ditto.
+    #[arg(long, default_value = "3")]
+    pub statefulset_workers: String,
+    /// Ditto.
+    #[arg(long, value_parser = parse_go_bool, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub cloneset_scaling_exclude_preparing_delete: bool,
+}
+
+/// Flag ids that are accepted but have no effect, for the one-time "ignored" log.
+const IGNORED_FLAGS: &[&str] = &[
+    "pprof_addr",
+    "enable_pprof",
+    "rest_config_qps",
+    "rest_config_burst",
+    "vmodule",
+    "logtostderr",
+    "alsologtostderr",
+    "log_dir",
+    "log_file",
+    "log_file_max_size",
+    "one_output",
+    "skip_headers",
+    "skip_log_headers",
+    "stderrthreshold",
+    "add_dir_header",
+    "log_backtrace_at",
+    "expectation_timeout",
+    "rate_limiter_base_delay",
+    "rate_limiter_max_delay",
+    "rate_limiter_qps",
+    "rate_limiter_bucket_size",
+    "disable_no_deepcopy",
+    "protection_log_path",
+    "sidecarset_workers",
+    "statefulset_workers",
+    "cloneset_scaling_exclude_preparing_delete",
+    // Used once image pulling lands; accepted now so manifests keep working.
+    "max_workers_for_pull_image",
+    "plugin_config_file",
+    "plugin_bin_dir",
+];
+
+/// The ignored flags the user actually set on the command line, as `--name` strings.
+pub fn ignored_flags_set(matches: &ArgMatches) -> Vec<String> {
+    IGNORED_FLAGS
+        .iter()
+        .filter(|id| matches.value_source(id) == Some(ValueSource::CommandLine))
+        .map(|id| format!("--{}", long_name(id)))
+        .collect()
+}
+
+/// The long flag for an argument id: klog's flags keep underscores, ours use dashes.
+fn long_name(id: &str) -> String {
+    const UNDERSCORED: &[&str] = &[
+        "log_dir",
+        "log_file",
+        "log_file_max_size",
+        "one_output",
+        "skip_headers",
+        "skip_log_headers",
+        "add_dir_header",
+        "log_backtrace_at",
+    ];
+    if UNDERSCORED.contains(&id) {
+        id.to_string()
+    } else {
+        id.replace('_', "-")
+    }
+}
+
+/// Go's `strconv.ParseBool`: what a Go bool flag accepts.
+pub fn parse_go_bool(value: &str) -> Result<bool, String> {
+    match value {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        other => Err(format!("{other:?} is not a boolean")),
+    }
+}
+
+/// Parses a Go listen address: `:10221` means every interface.
+pub fn parse_listen_addr(addr: &str) -> Result<std::net::SocketAddr, String> {
+    let full = if addr.starts_with(':') {
+        format!("0.0.0.0{addr}")
+    } else {
+        addr.to_string()
+    };
+    if let Ok(socket) = full.parse() {
+        return Ok(socket);
+    }
+    // "localhost:10221" and other host names.
+    use std::net::ToSocketAddrs;
+    full.to_socket_addrs()
+        .map_err(|e| format!("invalid listen address {addr:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("invalid listen address {addr:?}: no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches};
+
+    fn parse(args: &[&str]) -> (Cli, ArgMatches) {
+        let matches = Cli::command()
+            .try_get_matches_from(std::iter::once("kruised").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        (Cli::from_arg_matches(&matches).unwrap(), matches)
+    }
+
+    #[test]
+    fn accepts_kruise_manifest_and_chart_arguments() {
+        // config/manager/manager.yaml (§8.1) and the Helm chart (§8.2).
+        let (cli, _) = parse(&[
+            "--logtostderr=true",
+            "-v=5",
+            "--feature-gates=AllAlpha=true,AllBeta=true",
+            "--max-workers-for-pull-image=2",
+        ]);
+        assert_eq!(cli.agent.verbosity, 5);
+        assert_eq!(cli.agent.max_workers_for_pull_image, 2);
+        let (cli, matches) = parse(&[
+            "--logtostderr=true",
+            "--v=4",
+            "--addr=:10221",
+            "--feature-gates=ImagePullJobGate=true",
+            "--socket-file=",
+            "--enable-pprof=true",
+            "--pprof-addr=localhost:10222",
+            "--plugin-config-file=/credential-provider-config/CredentialProviderPlugin.yaml",
+            "--plugin-bin-dir=/credential-provider-plugin",
+        ]);
+        assert_eq!(cli.agent.verbosity, 4);
+        assert_eq!(cli.agent.socket_file, "");
+        let ignored = ignored_flags_set(&matches);
+        assert!(
+            ignored.contains(&"--enable-pprof".to_string()),
+            "{ignored:?}"
+        );
+        assert!(
+            ignored.contains(&"--logtostderr".to_string()),
+            "{ignored:?}"
+        );
+    }
+
+    #[test]
+    fn accepts_every_listed_kruise_flag() {
+        let (cli, matches) = parse(&[
+            "--kubeconfig=/tmp/kc",
+            "--rest-config-qps=20",
+            "--rest-config-burst=30",
+            "--vmodule=x=2",
+            "--alsologtostderr",
+            "--log_dir=/tmp",
+            "--log_file=/tmp/x",
+            "--log_file_max_size=10",
+            "--one_output=true",
+            "--skip_headers",
+            "--skip_log_headers=false",
+            "--stderrthreshold=INFO",
+            "--add_dir_header",
+            "--log_backtrace_at=:0",
+            "--expectation-timeout=5m",
+            "--rate-limiter-base-delay=5ms",
+            "--rate-limiter-max-delay=1000s",
+            "--rate-limiter-qps=10",
+            "--rate-limiter-bucket-size=100",
+            "--disable-no-deepcopy",
+            "--protection-log-path=/log",
+            "--sidecarset-workers=3",
+            "--statefulset-workers=3",
+            "--cloneset-scaling-exclude-preparing-delete=false",
+            "--enable-pprof=false",
+        ]);
+        assert!(!cli.agent.compat.enable_pprof);
+        assert!(cli.agent.compat.skip_headers);
+        assert!(ignored_flags_set(&matches).contains(&"--log_dir".to_string()));
+    }
+
+    #[test]
+    fn go_bool_flags_do_not_swallow_the_next_argument() {
+        let (cli, _) = parse(&["--logtostderr", "--addr", ":1234"]);
+        assert!(cli.agent.compat.logtostderr);
+        assert_eq!(cli.agent.addr, ":1234");
+    }
+
+    #[test]
+    fn crds_subcommand_parses() {
+        let (cli, _) = parse(&["crds"]);
+        assert!(matches!(cli.command, Some(Command::Crds)));
+    }
+
+    #[test]
+    fn listen_addresses_follow_go_rules() {
+        assert_eq!(
+            parse_listen_addr(":10221").unwrap().to_string(),
+            "0.0.0.0:10221"
+        );
+        assert_eq!(
+            parse_listen_addr("127.0.0.1:0").unwrap().to_string(),
+            "127.0.0.1:0"
+        );
+        assert!(
+            parse_listen_addr("localhost:10222")
+                .unwrap()
+                .ip()
+                .is_loopback()
+        );
+        assert!(parse_listen_addr("nope").is_err());
+    }
+}
