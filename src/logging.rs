@@ -22,7 +22,9 @@ pub fn init(format: LogFormat, verbosity: u8) {
         .unwrap_or_else(|_| EnvFilter::new(filter_for_verbosity(verbosity)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: kubectl logs and journald want plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     // A second init (tests) is harmless: keep the first subscriber.
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
