@@ -1,0 +1,3 @@
+//! The kruised test bed: a Kubernetes API test server with real list/watch semantics,
+//! a kubelet stand-in on real containerd, and fault injection. Dev-only.
+#![forbid(unsafe_code)]

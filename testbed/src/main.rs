@@ -1,0 +1,2 @@
+//! `testbed`: the dev-only test bed's command line.
+fn main() {}
