@@ -1,3 +1,4 @@
 //! The kruised test bed: a Kubernetes API test server with real list/watch semantics,
 //! a kubelet stand-in on real containerd, and fault injection. Dev-only.
 #![forbid(unsafe_code)]
+pub mod apiserver;
