@@ -113,8 +113,12 @@ impl ResourceInfo {
         let spec = crd.get("spec").ok_or("spec is required")?;
         let group = spec["group"].as_str().ok_or("spec.group is required")?;
         let names = &spec["names"];
-        let kind = names["kind"].as_str().ok_or("spec.names.kind is required")?;
-        let plural = names["plural"].as_str().ok_or("spec.names.plural is required")?;
+        let kind = names["kind"]
+            .as_str()
+            .ok_or("spec.names.kind is required")?;
+        let plural = names["plural"]
+            .as_str()
+            .ok_or("spec.names.plural is required")?;
         let namespaced = match spec["scope"].as_str() {
             Some("Namespaced") => true,
             Some("Cluster") => false,
@@ -122,8 +126,13 @@ impl ResourceInfo {
         };
         let mut versions = Vec::new();
         let mut storage_version = None;
-        for version in spec["versions"].as_array().ok_or("spec.versions is required")? {
-            let name = version["name"].as_str().ok_or("spec.versions[].name is required")?;
+        for version in spec["versions"]
+            .as_array()
+            .ok_or("spec.versions is required")?
+        {
+            let name = version["name"]
+                .as_str()
+                .ok_or("spec.versions[].name is required")?;
             if version["storage"].as_bool() == Some(true) {
                 storage_version = Some(name.to_string());
             }
@@ -132,9 +141,7 @@ impl ResourceInfo {
             }
             versions.push(VersionInfo {
                 name: name.to_string(),
-                schema: version
-                    .pointer("/schema/openAPIV3Schema")
-                    .cloned(),
+                schema: version.pointer("/schema/openAPIV3Schema").cloned(),
                 status_subresource: version.pointer("/subresources/status").is_some(),
                 selectable_fields: version["selectableFields"]
                     .as_array()
@@ -149,11 +156,12 @@ impl ResourceInfo {
             });
         }
         // Discovery lists versions by kube's version priority: GA > beta > alpha.
-        versions.sort_by(|a, b| version_priority(&b.name).cmp(&version_priority(&a.name)));
+        versions.sort_by_key(|v| std::cmp::Reverse(version_priority(&v.name)));
         Ok(Self {
             group: group.to_string(),
             versions,
-            storage_version: storage_version.ok_or("spec.versions: one version must be the storage version")?,
+            storage_version: storage_version
+                .ok_or("spec.versions: one version must be the storage version")?,
             kind: kind.to_string(),
             list_kind: names["listKind"]
                 .as_str()
@@ -166,7 +174,11 @@ impl ResourceInfo {
                 .unwrap_or_else(|| kind.to_ascii_lowercase()),
             short_names: names["shortNames"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default(),
             namespaced,
             custom: true,
@@ -233,7 +245,15 @@ impl Registry {
                 events.store_key = (String::new(), "events".to_string());
                 events
             },
-            ResourceInfo::builtin("coordination.k8s.io", "v1", "Lease", "leases", &[], true, false),
+            ResourceInfo::builtin(
+                "coordination.k8s.io",
+                "v1",
+                "Lease",
+                "leases",
+                &[],
+                true,
+                false,
+            ),
             {
                 let mut crds = ResourceInfo::builtin(
                     "apiextensions.k8s.io",
@@ -277,7 +297,8 @@ impl Registry {
 
     /// Removes a custom resource.
     pub fn unregister(&mut self, group: &str, plural: &str) -> Option<Arc<ResourceInfo>> {
-        self.resources.remove(&(group.to_string(), plural.to_string()))
+        self.resources
+            .remove(&(group.to_string(), plural.to_string()))
     }
 
     /// Every resource.
@@ -393,7 +414,10 @@ mod tests {
     fn versions_sort_like_kube() {
         let mut versions = vec!["v1alpha1", "v1", "v1beta1", "v2beta1", "foo"];
         versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
-        assert_eq!(versions, vec!["v1", "v2beta1", "v1beta1", "v1alpha1", "foo"]);
+        assert_eq!(
+            versions,
+            vec!["v1", "v2beta1", "v1beta1", "v1alpha1", "foo"]
+        );
     }
 
     #[test]

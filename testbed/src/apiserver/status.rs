@@ -31,14 +31,22 @@ impl ApiError {
 
     /// 404: `pods "x" not found`.
     pub fn not_found(qualified_plural: &str, name: &str) -> Self {
-        let mut error = Self::new(404, "NotFound", format!("{qualified_plural} \"{name}\" not found"));
+        let mut error = Self::new(
+            404,
+            "NotFound",
+            format!("{qualified_plural} \"{name}\" not found"),
+        );
         error.details = Some(json!({"name": name, "kind": plural_only(qualified_plural)}));
         error
     }
 
     /// 404 for a path that matches no resource.
     pub fn no_route(path: &str) -> Self {
-        Self::new(404, "NotFound", format!("the server could not find the requested resource ({path})"))
+        Self::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )
     }
 
     /// 409: already exists.
@@ -73,7 +81,12 @@ impl ApiError {
     }
 
     /// 422 with field causes.
-    pub fn invalid(kind: &str, group: &str, name: &str, causes: Vec<(String, String, String)>) -> Self {
+    pub fn invalid(
+        kind: &str,
+        group: &str,
+        name: &str,
+        causes: Vec<(String, String, String)>,
+    ) -> Self {
         let qualified = if group.is_empty() {
             kind.to_string()
         } else {
@@ -86,7 +99,10 @@ impl ApiError {
         let message = if summary.len() == 1 {
             format!("{qualified} \"{name}\" is invalid: {}", summary[0])
         } else {
-            format!("{qualified} \"{name}\" is invalid: [{}]", summary.join(", "))
+            format!(
+                "{qualified} \"{name}\" is invalid: [{}]",
+                summary.join(", ")
+            )
         };
         let mut error = Self::new(422, "Invalid", message);
         error.details = Some(json!({
@@ -128,9 +144,18 @@ impl ApiError {
     /// An injected failure: 500, 503 or 429 (with Retry-After).
     pub fn injected(code: u16, retry_after: Option<u32>) -> Self {
         let (reason, message) = match code {
-            429 => ("TooManyRequests", "the server has received too many requests and has asked us to try again later"),
-            503 => ("ServiceUnavailable", "the server is currently unable to handle the request"),
-            _ => ("InternalError", "an error on the server (\"injected fault\") has prevented the request from succeeding"),
+            429 => (
+                "TooManyRequests",
+                "the server has received too many requests and has asked us to try again later",
+            ),
+            503 => (
+                "ServiceUnavailable",
+                "the server is currently unable to handle the request",
+            ),
+            _ => (
+                "InternalError",
+                "an error on the server (\"injected fault\") has prevented the request from succeeding",
+            ),
         };
         let mut error = Self::new(code, reason, message.to_string());
         error.retry_after = retry_after;
@@ -164,7 +189,10 @@ impl ApiError {
 }
 
 fn plural_only(qualified_plural: &str) -> &str {
-    qualified_plural.split('.').next().unwrap_or(qualified_plural)
+    qualified_plural
+        .split('.')
+        .next()
+        .unwrap_or(qualified_plural)
 }
 
 #[cfg(test)]
@@ -187,12 +215,19 @@ mod tests {
             "ContainerRecreateRequest",
             "apps.kruise.io",
             "crr1",
-            vec![("spec.podName".into(), "FieldValueRequired".into(), "Required value".into())],
+            vec![(
+                "spec.podName".into(),
+                "FieldValueRequired".into(),
+                "Required value".into(),
+            )],
         );
         assert_eq!(
             error.message,
             "ContainerRecreateRequest.apps.kruise.io \"crr1\" is invalid: spec.podName: Required value"
         );
-        assert_eq!(error.to_status()["details"]["causes"][0]["field"], "spec.podName");
+        assert_eq!(
+            error.to_status()["details"]["causes"][0]["field"],
+            "spec.podName"
+        );
     }
 }

@@ -352,9 +352,16 @@ impl Store {
     pub fn create(&self, info: &ResourceInfo, mut object: Value) -> Result<Value, ApiError> {
         let mut state = self.lock();
         let metadata = meta_mut(&mut object);
-        let mut name = metadata.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+        let mut name = metadata
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         if name.is_empty() {
-            let prefix = metadata.get("generateName").and_then(Value::as_str).unwrap_or("");
+            let prefix = metadata
+                .get("generateName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             if prefix.is_empty() {
                 return Err(ApiError::invalid(
                     &info.kind,
@@ -367,11 +374,18 @@ impl Store {
                     )],
                 ));
             }
-            name = format!("{prefix}{}", random_token(5, b"bcdfghjklmnpqrstvwxz2456789"));
+            name = format!(
+                "{prefix}{}",
+                random_token(5, b"bcdfghjklmnpqrstvwxz2456789")
+            );
             metadata.insert("name".into(), json!(name));
         }
         let namespace = if info.namespaced {
-            let namespace = metadata.get("namespace").and_then(Value::as_str).unwrap_or("").to_string();
+            let namespace = metadata
+                .get("namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             let namespaces = (String::new(), "namespaces".to_string());
             let exists = state
                 .objects
@@ -421,7 +435,12 @@ impl Store {
     }
 
     /// Kind-specific defaults on create, mirroring kube's registry strategies.
-    fn prepare_for_create(&self, state: &mut State, info: &ResourceInfo, object: &mut Value) -> Result<(), ApiError> {
+    fn prepare_for_create(
+        &self,
+        state: &mut State,
+        info: &ResourceInfo,
+        object: &mut Value,
+    ) -> Result<(), ApiError> {
         match (info.group.as_str(), info.plural.as_str()) {
             ("", "pods") => {
                 // kube resets pod status on create.
@@ -430,7 +449,9 @@ impl Store {
             ("", "namespaces") => {
                 object["status"] = json!({"phase": "Active"});
                 let name = meta_str(object, "name").to_string();
-                let labels = meta_mut(object).entry("labels").or_insert_with(|| json!({}));
+                let labels = meta_mut(object)
+                    .entry("labels")
+                    .or_insert_with(|| json!({}));
                 labels["kubernetes.io/metadata.name"] = json!(name);
             }
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
@@ -451,7 +472,10 @@ impl Store {
                         vec![(
                             "metadata.name".into(),
                             "FieldValueInvalid".into(),
-                            format!("Invalid value: \"{}\": must be spec.names.plural+\".\"+spec.group", meta_str(object, "name")),
+                            format!(
+                                "Invalid value: \"{}\": must be spec.names.plural+\".\"+spec.group",
+                                meta_str(object, "name")
+                            ),
                         )],
                     ));
                 }
@@ -496,7 +520,11 @@ impl Store {
         require_rv: bool,
     ) -> Result<Value, ApiError> {
         let mut state = self.lock();
-        let namespace = if info.namespaced { meta_str(&object, "namespace").to_string() } else { String::new() };
+        let namespace = if info.namespaced {
+            meta_str(&object, "namespace").to_string()
+        } else {
+            String::new()
+        };
         let name = meta_str(&object, "name").to_string();
         let key = (namespace, name.clone());
         let old = state
@@ -535,7 +563,13 @@ impl Store {
         }
         let mut new = Self::prepare_for_update(info, &old, object, target);
         // Fields the server owns.
-        for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
             let metadata = meta_mut(&mut new);
             match meta(&old).get(field) {
                 Some(value) => {
@@ -546,7 +580,10 @@ impl Store {
                 }
             }
         }
-        meta_mut(&mut new).insert("resourceVersion".into(), json!(meta_str(&old, "resourceVersion")));
+        meta_mut(&mut new).insert(
+            "resourceVersion".into(),
+            json!(meta_str(&old, "resourceVersion")),
+        );
         if new == old {
             // A no-op write changes nothing, not even the resourceVersion (as in kube).
             return Ok(old);
@@ -569,8 +606,13 @@ impl Store {
         }
         let rv = Self::next_rv(&mut state);
         meta_mut(&mut new).insert("resourceVersion".into(), json!(rv.to_string()));
-        let finalizers_empty = meta(&new)["finalizers"].as_array().is_none_or(|f| f.is_empty());
-        if meta(&new).get("deletionTimestamp").is_some() && finalizers_empty && !awaits_kubelet(info, &new) {
+        let finalizers_empty = meta(&new)["finalizers"]
+            .as_array()
+            .is_none_or(|f| f.is_empty());
+        if meta(&new).get("deletionTimestamp").is_some()
+            && finalizers_empty
+            && !awaits_kubelet(info, &new)
+        {
             return Ok(self.remove_locked(&mut state, info, key, new, old));
         }
         state
@@ -592,7 +634,12 @@ impl Store {
     }
 
     /// kube's `PrepareForUpdate`: which parts of the new object are kept.
-    fn prepare_for_update(info: &ResourceInfo, old: &Value, mut new: Value, target: WriteTarget) -> Value {
+    fn prepare_for_update(
+        info: &ResourceInfo,
+        old: &Value,
+        mut new: Value,
+        target: WriteTarget,
+    ) -> Value {
         let has_status = info.has_status(&info.storage_version);
         match target {
             WriteTarget::Main => {
@@ -666,11 +713,18 @@ impl Store {
             .and_then(|objects| objects.get(&key))
             .cloned()
             .ok_or_else(|| ApiError::not_found(&info.qualified_plural(), name))?;
-        if let Some(uid) = options.uid.as_deref().filter(|u| *u != meta_str(&old, "uid")) {
+        if let Some(uid) = options
+            .uid
+            .as_deref()
+            .filter(|u| *u != meta_str(&old, "uid"))
+        {
             return Err(ApiError::conflict(
                 &info.qualified_plural(),
                 name,
-                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta_str(&old, "uid")),
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta_str(&old, "uid")
+                ),
             ));
         }
         if let Some(rv) = options
@@ -705,7 +759,9 @@ impl Store {
                 graceful = true;
             }
         }
-        let has_finalizers = meta(&old)["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+        let has_finalizers = meta(&old)["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
         if has_finalizers && !graceful && meta(&old).get("deletionTimestamp").is_none() {
             let metadata = meta_mut(&mut new);
             metadata.insert("deletionTimestamp".into(), json!(now_rfc3339()));
@@ -752,7 +808,9 @@ impl Store {
         if let Some(objects) = state.objects.get_mut(&info.store_key) {
             objects.remove(&key);
         }
-        let rv = meta_str(&object, "resourceVersion").parse().unwrap_or(state.rv);
+        let rv = meta_str(&object, "resourceVersion")
+            .parse()
+            .unwrap_or(state.rv);
         self.publish(
             state,
             Change {
@@ -788,14 +846,23 @@ impl Store {
         object
     }
 
-    fn remove_all(&self, state: &mut State, store_key: &StoreKey, selected: impl Fn(&(String, String)) -> bool) {
+    fn remove_all(
+        &self,
+        state: &mut State,
+        store_key: &StoreKey,
+        selected: impl Fn(&(String, String)) -> bool,
+    ) {
         let keys: Vec<(String, String)> = state
             .objects
             .get(store_key)
             .map(|objects| objects.keys().filter(|k| selected(k)).cloned().collect())
             .unwrap_or_default();
         for key in keys {
-            let Some(mut object) = state.objects.get_mut(store_key).and_then(|o| o.remove(&key)) else {
+            let Some(mut object) = state
+                .objects
+                .get_mut(store_key)
+                .and_then(|o| o.remove(&key))
+            else {
                 continue;
             };
             let previous = object.clone();
@@ -853,18 +920,30 @@ mod tests {
         let mut update = created.clone();
         update["spec"]["containers"][0]["image"] = json!("j");
         update["status"]["phase"] = json!("Running");
-        let updated = store.update(&info, update.clone(), WriteTarget::Main, false).unwrap();
-        assert_eq!(updated["status"]["phase"], "Pending", "main writes ignore status");
+        let updated = store
+            .update(&info, update.clone(), WriteTarget::Main, false)
+            .unwrap();
+        assert_eq!(
+            updated["status"]["phase"], "Pending",
+            "main writes ignore status"
+        );
         assert_eq!(updated["metadata"]["generation"], 2);
-        let error = store.update(&info, update, WriteTarget::Main, false).unwrap_err();
+        let error = store
+            .update(&info, update, WriteTarget::Main, false)
+            .unwrap_err();
         assert_eq!(error.code, 409, "the old resourceVersion is stale now");
         let mut status = updated.clone();
         status["status"]["phase"] = json!("Running");
         status["spec"]["containers"][0]["image"] = json!("ignored");
-        let written = store.update(&info, status, WriteTarget::Status, false).unwrap();
+        let written = store
+            .update(&info, status, WriteTarget::Status, false)
+            .unwrap();
         assert_eq!(written["status"]["phase"], "Running");
         assert_eq!(written["spec"]["containers"][0]["image"], "j");
-        assert_eq!(written["metadata"]["generation"], 2, "status writes keep generation");
+        assert_eq!(
+            written["metadata"]["generation"], 2,
+            "status writes keep generation"
+        );
     }
 
     #[test]
@@ -874,12 +953,16 @@ mod tests {
         let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
                             "metadata": {"name": "c", "namespace": "default", "finalizers": ["x/y"]}});
         cm = store.create(&info, cm).unwrap();
-        let (deleting, gone) = store.delete(&info, "default", "c", &DeleteOptions::default()).unwrap();
+        let (deleting, gone) = store
+            .delete(&info, "default", "c", &DeleteOptions::default())
+            .unwrap();
         assert!(!gone);
         assert!(deleting["metadata"]["deletionTimestamp"].is_string());
         let mut release = deleting.clone();
         release["metadata"]["finalizers"] = json!([]);
-        store.update(&info, release, WriteTarget::Main, false).unwrap();
+        store
+            .update(&info, release, WriteTarget::Main, false)
+            .unwrap();
         assert_eq!(store.get(&info, "default", "c").unwrap_err().code, 404);
         let _ = cm;
     }
@@ -889,10 +972,15 @@ mod tests {
         let store = Store::new(100);
         let info = pods(&store);
         store.create(&info, pod("a", "node-1")).unwrap();
-        let (pod, gone) = store.delete(&info, "default", "a", &DeleteOptions::default()).unwrap();
+        let (pod, gone) = store
+            .delete(&info, "default", "a", &DeleteOptions::default())
+            .unwrap();
         assert!(!gone);
         assert_eq!(pod["metadata"]["deletionGracePeriodSeconds"], 30);
-        let final_delete = DeleteOptions { grace_period_seconds: Some(0), ..Default::default() };
+        let final_delete = DeleteOptions {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
         let (_, gone) = store.delete(&info, "default", "a", &final_delete).unwrap();
         assert!(gone);
     }
@@ -917,7 +1005,12 @@ mod tests {
         let store = Store::new(100);
         let info = pods(&store);
         let created = store.create(&info, pod("a", "")).unwrap();
-        let same = store.update(&info, created.clone(), WriteTarget::Main, false).unwrap();
-        assert_eq!(same["metadata"]["resourceVersion"], created["metadata"]["resourceVersion"]);
+        let same = store
+            .update(&info, created.clone(), WriteTarget::Main, false)
+            .unwrap();
+        assert_eq!(
+            same["metadata"]["resourceVersion"],
+            created["metadata"]["resourceVersion"]
+        );
     }
 }
