@@ -826,10 +826,9 @@ impl Store {
             if let (Some(group), Some(plural)) = (
                 object["spec"]["group"].as_str(),
                 object["spec"]["names"]["plural"].as_str(),
-            ) {
-                if let Some(resource) = state.registry.unregister(group, plural) {
-                    self.remove_all(state, &resource.store_key, |_| true);
-                }
+            ) && let Some(resource) = state.registry.unregister(group, plural)
+            {
+                self.remove_all(state, &resource.store_key, |_| true);
             }
         } else if info.group.is_empty() && info.plural == "namespaces" {
             let namespace = key.1.clone();
