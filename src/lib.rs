@@ -1,4 +1,5 @@
 //! kruised: a node agent for OpenKruise's `apps.kruise.io` API.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod proto;
