@@ -18,7 +18,9 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Crds) => {
-            print!("{}", kruised::api::crds_yaml());
+            use std::io::Write;
+            // A closed pipe (`kruised crds | head`) is not an error worth a panic.
+            let _ = std::io::stdout().write_all(kruised::api::crds_yaml().as_bytes());
             ExitCode::SUCCESS
         }
         None => match run_agent(cli.agent, &matches) {
