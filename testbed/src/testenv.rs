@@ -42,7 +42,11 @@ impl TestEnv {
                         .stdout(std::process::Stdio::null())
                         .status()
                         .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-                    assert!(status.success(), "scripts/testenv up {} failed", dir.display());
+                    assert!(
+                        status.success(),
+                        "scripts/testenv up {} failed",
+                        dir.display()
+                    );
                     dir
                 }
             };
