@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::apiversions::ServedVersions;
 use crate::backoff::Backoff;
 use crate::cri::{DiscoveryConfig, RuntimeSet};
 use crate::kubeconfig::{self, KubeconfigError};
@@ -31,6 +32,8 @@ pub struct AgentConfig {
     pub discovery: DiscoveryConfig,
     /// `--kubeconfig`.
     pub kubeconfig: Option<PathBuf>,
+    /// Node-wide cap on concurrent CRI pulls.
+    pub max_concurrent_pulls: usize,
 }
 
 /// Why the agent could not run.
@@ -121,18 +124,51 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         readiness: readiness.clone(),
     };
     let http = tokio::spawn(server::serve(listener, state, shutdown.clone().wait()));
+    let (runtimes_tx, runtimes_rx) = tokio::sync::oneshot::channel();
     let cri = tokio::spawn(keep_cri_connected(
         config.discovery.clone(),
         metrics.clone(),
         cri_check,
+        runtimes_tx,
         shutdown.clone(),
     ));
-    let api = tokio::spawn(wait_for_api_server(client, api_check, shutdown.clone()));
+    let node_image_check = readiness.register("nodeImageInformerSynced");
+    let controllers = tokio::spawn({
+        let client = client.clone();
+        let shutdown = shutdown.clone();
+        let metrics = metrics.clone();
+        let config = config.clone();
+        async move {
+            if !wait_for_api_server(client.clone(), api_check, shutdown.clone()).await {
+                return;
+            }
+            let Ok(runtimes) = runtimes_rx.await else {
+                return;
+            };
+            let Some(versions) = discover_versions(&client, &shutdown).await else {
+                return;
+            };
+            info!(
+                node_image = versions.node_image.as_str(),
+                container_recreate_request = versions.container_recreate_request.as_str(),
+                "apps.kruise.io versions chosen"
+            );
+            let puller = crate::imagepuller::build(
+                client.clone(),
+                &config.node_name,
+                versions.node_image,
+                &runtimes,
+                config.max_concurrent_pulls,
+                metrics.clone(),
+            );
+            puller.run(node_image_check, shutdown.clone()).await;
+        }
+    });
 
     shutdown.wait().await;
     info!("shutting down");
     cri.abort();
-    api.abort();
+    controllers.abort();
     if let Ok(Err(error)) = http.await {
         warn!(%error, "HTTP server stopped with an error");
     }
@@ -146,11 +182,13 @@ async fn keep_cri_connected(
     discovery: DiscoveryConfig,
     metrics: Arc<Metrics>,
     check: ReadinessCheck,
+    connected: tokio::sync::oneshot::Sender<RuntimeSet>,
     shutdown: Shutdown,
 ) {
     let runtimes = connect_cri(&discovery, &metrics, &shutdown).await;
     let Some(runtimes) = runtimes else { return };
     check.set(true);
+    let _ = connected.send(runtimes.clone());
     let primary = runtimes.primary().clone();
     let mut interval = tokio::time::interval(CRI_HEALTH_INTERVAL);
     interval.tick().await;
@@ -202,20 +240,42 @@ pub async fn connect_cri(
 }
 
 /// Waits for `GET /version` to succeed, with back-off, and marks the check ready.
-async fn wait_for_api_server(client: kube::Client, check: ReadinessCheck, shutdown: Shutdown) {
+/// Returns `false` if shutdown came first.
+async fn wait_for_api_server(
+    client: kube::Client,
+    check: ReadinessCheck,
+    shutdown: Shutdown,
+) -> bool {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         match client.apiserver_version().await {
             Ok(version) => {
                 info!(version = %version.git_version, "API server reached");
                 check.set(true);
-                return;
+                return true;
             }
             Err(error) => {
                 let delay = backoff.next_delay();
                 warn!(%error, retry_in = ?delay, "API server not reachable yet");
                 if sleep_or_shutdown(delay, &shutdown).await {
-                    return;
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Learns which apps.kruise.io versions are served, retrying until it can.
+async fn discover_versions(client: &kube::Client, shutdown: &Shutdown) -> Option<ServedVersions> {
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    loop {
+        match ServedVersions::discover(client).await {
+            Ok(versions) => return Some(versions),
+            Err(error) => {
+                let delay = backoff.next_delay();
+                warn!(%error, retry_in = ?delay, "cannot tell which apps.kruise.io versions are served yet");
+                if sleep_or_shutdown(delay, shutdown).await {
+                    return None;
                 }
             }
         }

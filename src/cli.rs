@@ -85,7 +85,8 @@ pub struct AgentArgs {
     #[arg(long, default_value = "", value_name = "GATES")]
     pub feature_gates: String,
 
-    /// Node-wide cap on concurrent image pulls (-1: kruise's unlimited).
+    /// Node-wide cap on concurrent CRI image pulls. kruise's -1 ("unlimited") and 0
+    /// mean kruised's bounded default.
     #[arg(long, default_value_t = -1, allow_negative_numbers = true, value_name = "N")]
     pub max_workers_for_pull_image: i32,
 
@@ -191,6 +192,12 @@ pub struct CompatArgs {
     pub cloneset_scaling_exclude_preparing_delete: bool,
 }
 
+/// Concurrent CRI pulls when `--max-workers-for-pull-image` is not positive. kruise's own
+/// manifest runs with 2: each containerd pull already fetches 3 layers at once, so 2 pulls
+/// keep a node's link busy without thrashing its disk, and a node never runs an unbounded
+/// number of 600 s pulls at once (§8.1, §10 item 19).
+pub const DEFAULT_MAX_CONCURRENT_PULLS: usize = 2;
+
 /// Flag ids that are accepted but have no effect, for the one-time "ignored" log.
 const IGNORED_FLAGS: &[&str] = &[
     "pprof_addr",
@@ -219,8 +226,7 @@ const IGNORED_FLAGS: &[&str] = &[
     "sidecarset_workers",
     "statefulset_workers",
     "cloneset_scaling_exclude_preparing_delete",
-    // Used once image pulling lands; accepted now so manifests keep working.
-    "max_workers_for_pull_image",
+    // Used once credential provider plugins land; accepted now so manifests keep working.
     "plugin_config_file",
     "plugin_bin_dir",
 ];

@@ -8,11 +8,13 @@
 
 pub mod agent;
 pub mod api;
+pub mod apiversions;
 pub mod backoff;
 pub mod cli;
 pub mod cri;
 pub mod events;
 pub mod feature_gates;
+pub mod imagepuller;
 pub mod kubeconfig;
 pub mod logging;
 pub mod metrics;

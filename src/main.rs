@@ -59,6 +59,11 @@ fn run_agent(args: cli::AgentArgs, matches: &clap::ArgMatches) -> anyhow::Result
             runtime_endpoint: args.runtime_endpoint.clone(),
         },
         kubeconfig: args.kubeconfig.clone(),
+        // -1 (kruise's default, "unlimited") and 0 fall back to our bounded default.
+        max_concurrent_pulls: usize::try_from(args.max_workers_for_pull_image)
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or(kruised::cli::DEFAULT_MAX_CONCURRENT_PULLS),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         // A node agent should not claim every core of the node.

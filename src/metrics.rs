@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
@@ -15,6 +17,105 @@ pub struct Metrics {
     registry: Registry,
     /// CRI call metrics.
     pub cri: CriMetrics,
+    /// Image pre-pull metrics.
+    pub image_pull: ImagePullMetrics,
+}
+
+/// A `result` label with a bounded value set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// For pulls: `succeeded`, `failed`, `skipped`; for writes: `ok`, `conflict`, `error`.
+    pub result: &'static str,
+}
+
+/// Image pre-pull metrics.
+#[derive(Clone)]
+pub struct ImagePullMetrics {
+    tags: Family<ResultLabels, Counter>,
+    pulls: Family<ResultLabels, Histogram>,
+    bytes: Counter,
+    in_flight: Gauge,
+    status_writes: Family<ResultLabels, Counter>,
+}
+
+/// Decrements the in-flight gauge when dropped.
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl ImagePullMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            tags: Family::default(),
+            pulls: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.01, 2.0, 18))
+            }),
+            bytes: Counter::default(),
+            in_flight: Gauge::default(),
+            status_writes: Family::default(),
+        };
+        registry.register(
+            "image_pull_tags",
+            "NodeImage tags finished, by result",
+            metrics.tags.clone(),
+        );
+        registry.register(
+            "image_pull_duration_seconds",
+            "Duration of CRI image pulls, by result",
+            metrics.pulls.clone(),
+        );
+        registry.register(
+            "image_pull_bytes",
+            "Bytes of images pulled",
+            metrics.bytes.clone(),
+        );
+        registry.register(
+            "image_pulls_in_flight",
+            "CRI image pulls in flight",
+            metrics.in_flight.clone(),
+        );
+        registry.register(
+            "nodeimage_status_writes",
+            "NodeImage status writes, by result",
+            metrics.status_writes.clone(),
+        );
+        metrics
+    }
+
+    /// Counts a finished tag.
+    pub fn tag_finished(&self, result: &'static str) {
+        self.tags.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Records a finished CRI pull.
+    pub fn observe_pull(&self, duration: std::time::Duration, ok: bool) {
+        let result = if ok { "succeeded" } else { "failed" };
+        self.pulls
+            .get_or_create(&ResultLabels { result })
+            .observe(duration.as_secs_f64());
+    }
+
+    /// Adds pulled bytes.
+    pub fn add_bytes(&self, bytes: u64) {
+        self.bytes.inc_by(bytes);
+    }
+
+    /// Marks a pull in flight until the guard is dropped.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Counts a status write.
+    pub fn status_write(&self, result: &'static str) {
+        self.status_writes
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
 }
 
 /// Labels of a CRI call: the method and the gRPC code name. Both sets are bounded.
@@ -59,9 +160,11 @@ impl Metrics {
             "Duration of CRI calls by method and gRPC code",
             calls.clone(),
         );
+        let image_pull = ImagePullMetrics::register(&mut registry);
         Arc::new(Self {
             registry,
             cri: CriMetrics { calls },
+            image_pull,
         })
     }
 

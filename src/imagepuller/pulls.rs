@@ -1,0 +1,165 @@
+//! CRI pulls with a node-wide concurrency cap and de-duplication.
+//!
+//! Two tags (or two NodeImage specs) that resolve to the same reference with the same
+//! credentials share one CRI `PullImage`; each still gets its own status. The cap counts
+//! CRI pulls, not tags, so a de-duplicated pull takes one slot.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared, WeakShared};
+use tokio::sync::{Semaphore, watch};
+
+use crate::cri::{CriClient, CriError};
+use crate::metrics::ImagePullMetrics;
+use crate::proto::runtime::v1 as cri;
+
+/// Username and password for one registry, as sent in CRI `AuthConfig` (§3.5: only these
+/// two fields are ever sent). Debug never shows the password.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RegistryAuth {
+    /// User name.
+    pub username: String,
+    /// Password or token.
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// What one pull needs.
+#[derive(Debug, Clone)]
+pub struct PullSpec {
+    /// The reference passed to CRI (`name:tag` or `name@sha256:…`).
+    pub reference: String,
+    /// Credentials, or anonymous.
+    pub auth: Option<RegistryAuth>,
+    /// The sandbox config sent along (labels, annotations; §3.5).
+    pub sandbox: cri::PodSandboxConfig,
+    /// Deadline of the CRI call once it has started.
+    pub timeout: Duration,
+}
+
+type PullResult = Result<String, CriError>;
+
+/// A pull in flight, as one waiter sees it.
+pub struct PullHandle {
+    /// Flips to `true` when the CRI call starts (a slot was free).
+    pub started: watch::Receiver<bool>,
+    /// Byte progress 0–100 while in flight, when the runtime exposes it.
+    pub progress: watch::Receiver<u8>,
+    /// The runtime's image ID, or the error.
+    pub result: Shared<BoxFuture<'static, PullResult>>,
+}
+
+struct Entry {
+    started: watch::Receiver<bool>,
+    progress: watch::Receiver<u8>,
+    result: WeakShared<BoxFuture<'static, PullResult>>,
+}
+
+/// The node's pulls.
+pub struct Pulls {
+    cri: CriClient,
+    slots: Arc<Semaphore>,
+    inflight: Mutex<HashMap<(String, Option<RegistryAuth>), Entry>>,
+    metrics: ImagePullMetrics,
+    progress: Option<super::progress::ProgressSource>,
+}
+
+impl Pulls {
+    /// Pulls on `cri`, at most `max_concurrent` CRI pulls at once.
+    pub fn new(
+        cri: CriClient,
+        max_concurrent: usize,
+        metrics: ImagePullMetrics,
+        progress: Option<super::progress::ProgressSource>,
+    ) -> Self {
+        Self {
+            cri,
+            slots: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            inflight: Mutex::new(HashMap::new()),
+            metrics,
+            progress,
+        }
+    }
+
+    /// The CRI client pulls go through.
+    pub fn cri(&self) -> &CriClient {
+        &self.cri
+    }
+
+    /// Joins the pull of the same reference and credentials if one is in flight, or
+    /// starts a new one. Dropping every handle of a pull cancels its CRI call.
+    pub fn pull(&self, spec: PullSpec) -> PullHandle {
+        let key = (spec.reference.clone(), spec.auth.clone());
+        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = inflight.get(&key)
+            && let Some(result) = entry.result.upgrade()
+            && result.peek().is_none()
+        {
+            return PullHandle {
+                started: entry.started.clone(),
+                progress: entry.progress.clone(),
+                result,
+            };
+        }
+        let (started_tx, started) = watch::channel(false);
+        let (progress_tx, progress) = watch::channel(0u8);
+        let cri = self.cri.clone();
+        let slots = self.slots.clone();
+        let metrics = self.metrics.clone();
+        let progress_source = self.progress.clone();
+        let future: BoxFuture<'static, PullResult> = async move {
+            let _slot = slots
+                .acquire_owned()
+                .await
+                .map_err(|_| CriError::NoRuntime("puller stopped".into()))?;
+            let _ = started_tx.send(true);
+            let _in_flight = metrics.in_flight();
+            let began = Instant::now();
+            let request = cri::PullImageRequest {
+                image: Some(crate::cri::client::image_spec(&spec.reference)),
+                auth: spec.auth.as_ref().map(|auth| cri::AuthConfig {
+                    username: auth.username.clone(),
+                    password: auth.password.clone(),
+                    ..Default::default()
+                }),
+                sandbox_config: Some(spec.sandbox.clone()),
+            };
+            let call = cri.pull_image(request, Some(spec.timeout));
+            let result = match progress_source {
+                Some(source) => source.track(&spec.reference, call, progress_tx).await,
+                None => call.await,
+            };
+            metrics.observe_pull(began.elapsed(), result.is_ok());
+            result
+        }
+        .boxed();
+        let result = future.shared();
+        if let Some(weak) = result.downgrade() {
+            inflight.retain(|_, entry| entry.result.upgrade().is_some_and(|r| r.peek().is_none()));
+            inflight.insert(
+                key,
+                Entry {
+                    started: started.clone(),
+                    progress: progress.clone(),
+                    result: weak,
+                },
+            );
+        }
+        PullHandle {
+            started,
+            progress,
+            result,
+        }
+    }
+}

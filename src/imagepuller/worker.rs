@@ -1,0 +1,311 @@
+//! One tag's pull: Waiting → Pulling → Succeeded | Failed, with kruise's pull policy
+//! (§3.5 "Pull worker"): per-attempt timeout, `backoffLimit + 1` attempts with back-off
+//! from 1 s doubling to 30 s, an active deadline that clamps the last attempt,
+//! `IfNotPresent`, and credentials tried in order without anonymous fallback.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::pulls::{PullSpec, Pulls, RegistryAuth};
+use crate::api::ImagePullPhase;
+use crate::api::shared::nodeimage::ImageTagStatus;
+use crate::backoff::Backoff;
+use crate::cri::{CriError, PullFailure};
+use tracing::debug;
+
+use crate::proto::runtime::v1 as cri;
+
+/// kruise's defaults (§3.2, §3.5).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// `backoffLimit` when unset or negative.
+pub const DEFAULT_BACKOFF_LIMIT: u32 = 3;
+
+/// Resolves the credentials to try for a reference: empty means anonymous.
+pub type CredentialResolver =
+    Arc<dyn Fn(String) -> BoxFuture<'static, Result<Vec<RegistryAuth>, String>> + Send + Sync>;
+
+/// Everything one tag's worker needs, captured when it starts.
+#[derive(Clone)]
+pub struct TagWork {
+    /// Image key (familiar name) as in the NodeImage spec.
+    pub image: String,
+    /// Tag (or digest) as in the spec.
+    pub tag: String,
+    /// `version` of the tag spec, echoed in the status.
+    pub version: i64,
+    /// The CRI reference, or why the spec cannot be pulled at all.
+    pub reference: Result<String, String>,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Attempts in total (`backoffLimit + 1`).
+    pub attempts: u32,
+    /// `activeDeadlineSeconds`, counted from the start of the first pull.
+    pub active_deadline: Option<Duration>,
+    /// `imagePullPolicy == "IfNotPresent"` (exactly that string).
+    pub if_not_present: bool,
+    /// The sandbox config sent with the pull.
+    pub sandbox: cri::PodSandboxConfig,
+    /// Credentials to try.
+    pub credentials: CredentialResolver,
+    /// First back-off delay (1 s in kruise; shorter in tests).
+    pub backoff_initial: Duration,
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// A status in one phase.
+pub fn tag_status(work: &TagWork, phase: ImagePullPhase) -> ImageTagStatus {
+    ImageTagStatus {
+        tag: work.tag.clone(),
+        phase: phase.as_str().to_string(),
+        progress: None,
+        start_time: None,
+        completion_time: None,
+        version: Some(work.version),
+        image_id: None,
+        message: None,
+    }
+}
+
+/// Whether `images` already holds `reference` (RepoTags and RepoDigests normalised).
+fn present(images: &[cri::Image], reference: &str) -> Option<String> {
+    let wanted = normalize(reference);
+    images
+        .iter()
+        .find(|image| {
+            image
+                .repo_tags
+                .iter()
+                .chain(image.repo_digests.iter())
+                .any(|r| normalize(r) == wanted)
+        })
+        .map(|image| image.id.clone())
+}
+
+/// The reference passed to CRI for a NodeImage image key and tag: `key:tag`, or
+/// `key@sha256:…` for a digest "tag" (kruise builds `key:sha256:…`, which fails).
+pub fn pull_reference(image: &str, tag: &str) -> Result<String, String> {
+    if image.is_empty() || tag.is_empty() {
+        return Err(format!(
+            "invalid image reference {image:?} with tag {tag:?}: name and tag are required"
+        ));
+    }
+    if let Some(hex) = tag.strip_prefix("sha256:") {
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
+            return Err(format!(
+                "invalid image reference {image}@{tag}: invalid digest"
+            ));
+        }
+        return Ok(format!("{image}@{tag}"));
+    }
+    let valid_tag = tag.len() <= 128
+        && tag
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+    let valid_name = image
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/:".contains(&b));
+    if !valid_tag || !valid_name {
+        return Err(format!(
+            "invalid image reference {image}:{tag}: invalid reference format"
+        ));
+    }
+    Ok(format!("{image}:{tag}"))
+}
+
+/// `nginx:1` → `docker.io/library/nginx:1`, as docker's `ParseNormalizedNamed`.
+fn normalize(reference: &str) -> String {
+    let (name, suffix) = match reference.find('@') {
+        Some(at) => (&reference[..at], &reference[at..]),
+        None => match (reference.rfind(':'), reference.rfind('/')) {
+            (Some(colon), slash) if slash.is_none_or(|s| colon > s) => {
+                (&reference[..colon], &reference[colon..])
+            }
+            _ => (reference, ":latest"),
+        },
+    };
+    let full = match name.split_once('/') {
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            name.to_string()
+        }
+        Some(_) => format!("docker.io/{name}"),
+        None => format!("docker.io/library/{name}"),
+    };
+    format!("{full}{suffix}")
+}
+
+/// Runs the worker; `report` receives every intermediate status (Pulling, progress), and
+/// the final status is returned.
+pub async fn run(
+    work: TagWork,
+    pulls: Arc<Pulls>,
+    report: impl Fn(ImageTagStatus) + Send + Sync,
+) -> ImageTagStatus {
+    let fail = |start: Option<Time>, message: String| {
+        let mut status = tag_status(&work, ImagePullPhase::Failed);
+        status.start_time = start;
+        status.completion_time = Some(now());
+        status.message = Some(message);
+        status
+    };
+    let reference = match &work.reference {
+        Ok(reference) => reference.clone(),
+        Err(message) => return fail(None, message.clone()),
+    };
+    let mut start_time: Option<Time> = None;
+    let mut started_at: Option<Instant> = None;
+    let mut best_progress = 0u8;
+    let mut backoff = Backoff::new(work.backoff_initial, Duration::from_secs(30));
+    let mut last_error = String::from("no pull attempt was made");
+    let attempts = work.attempts.max(1);
+    for attempt in 1..=attempts {
+        let remaining = match (work.active_deadline, started_at) {
+            (Some(deadline), Some(at)) => match deadline.checked_sub(at.elapsed()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => {
+                    return fail(
+                        start_time,
+                        "pulling exceeds the activeDeadlineSeconds".to_string(),
+                    );
+                }
+            },
+            _ => None,
+        };
+        let timeout = remaining.map_or(work.timeout, |left| left.min(work.timeout));
+        if work.if_not_present {
+            match pulls.cri().list_images(None).await {
+                Ok(images) => {
+                    if let Some(id) = present(&images, &reference) {
+                        let mut status = tag_status(&work, ImagePullPhase::Succeeded);
+                        status.start_time = Some(start_time.clone().unwrap_or_else(now));
+                        status.completion_time = Some(now());
+                        status.progress = Some(100);
+                        status.image_id = Some(format!("{}@{id}", work.image));
+                        return status;
+                    }
+                }
+                // The pull itself will report a broken runtime more precisely.
+                Err(error) => debug!(%error, "ListImages before the pull failed"),
+            }
+        }
+        let auths = match (work.credentials)(reference.clone()).await {
+            Ok(auths) => auths,
+            // A bad or missing Secret cannot fix itself by retrying the pull.
+            Err(message) => return fail(start_time, message),
+        };
+        let candidates: Vec<Option<RegistryAuth>> = if auths.is_empty() {
+            vec![None]
+        } else {
+            auths.into_iter().map(Some).collect()
+        };
+        let mut last_failure = None;
+        let mut attempt_errors = Vec::new();
+        for auth in candidates {
+            let handle = pulls.pull(PullSpec {
+                reference: reference.clone(),
+                auth,
+                sandbox: work.sandbox.clone(),
+                timeout,
+            });
+            let mut started = handle.started.clone();
+            let mut progress = handle.progress.clone();
+            let mut result = handle.result.clone();
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut result => break outcome,
+                    changed = started.changed(), if !*started.borrow() => {
+                        if changed.is_ok() && *started.borrow() && start_time.is_none() {
+                            start_time = Some(now());
+                            started_at = Some(Instant::now());
+                            let mut status = tag_status(&work, ImagePullPhase::Pulling);
+                            status.start_time = start_time.clone();
+                            status.progress = Some(best_progress.into());
+                            report(status);
+                        }
+                    }
+                    changed = progress.changed() => {
+                        let value = *progress.borrow();
+                        if changed.is_ok() && value > best_progress {
+                            best_progress = value.min(99);
+                            let mut status = tag_status(&work, ImagePullPhase::Pulling);
+                            status.start_time = start_time.clone();
+                            status.progress = Some(best_progress.into());
+                            report(status);
+                        }
+                    }
+                }
+            };
+            match outcome {
+                Ok(id) => {
+                    let mut status = tag_status(&work, ImagePullPhase::Succeeded);
+                    status.start_time = Some(start_time.clone().unwrap_or_else(now));
+                    status.completion_time = Some(now());
+                    status.progress = Some(100);
+                    status.image_id = Some(format!("{}@{id}", work.image));
+                    return status;
+                }
+                Err(error) => {
+                    last_failure = error.pull_failure();
+                    attempt_errors.push(describe(&reference, &error, timeout, attempt, attempts));
+                    // Rejected credentials: the next matching credential may work
+                    // (§3.5 Auth step 2). Anything else ends this attempt.
+                    if last_failure != Some(PullFailure::Unauthorized) {
+                        break;
+                    }
+                }
+            }
+        }
+        // Retrying cannot fix these without someone changing the registry or the
+        // Secret; kruise retries anyway, which only delays the Failed status.
+        let permanent = matches!(
+            last_failure,
+            Some(
+                PullFailure::ImageNotFound
+                    | PullFailure::InvalidReference
+                    | PullFailure::Unauthorized
+            )
+        );
+        last_error = attempt_errors.join("; ");
+        if permanent || attempt == attempts {
+            break;
+        }
+        let mut delay = backoff.next_delay();
+        if let (Some(deadline), Some(at)) = (work.active_deadline, started_at) {
+            delay = delay.min(deadline.saturating_sub(at.elapsed()));
+        }
+        tokio::time::sleep(delay).await;
+    }
+    fail(start_time, last_error)
+}
+
+/// The Failed message of one attempt, for `kubectl describe nodeimage`.
+fn describe(
+    reference: &str,
+    error: &CriError,
+    timeout: Duration,
+    attempt: u32,
+    attempts: u32,
+) -> String {
+    match error {
+        CriError::DeadlineExceeded { .. } => {
+            format!(
+                "pulling image {reference} timed out after {}s (attempt {attempt} of {attempts})",
+                timeout.as_secs()
+            )
+        }
+        other => format!("Failed to pull image reference \"{reference}\": {other}"),
+    }
+}
