@@ -138,6 +138,11 @@ impl CriClient {
         let started = Instant::now();
         let result = match timeout {
             Some(timeout) => match tokio::time::timeout(timeout, call).await {
+                // tonic's own grpc-timeout fires at the same moment and reports
+                // "Timeout expired"; either way it is our deadline that passed.
+                Ok(Err(_)) if started.elapsed() >= timeout => {
+                    Err(CriError::DeadlineExceeded { method, timeout })
+                }
                 Ok(result) => result.map_err(|status| CriError::from_status(method, status)),
                 Err(_) => Err(CriError::DeadlineExceeded { method, timeout }),
             },

@@ -1,0 +1,287 @@
+//! kruised's image puller against real containerd, the real registries and the test
+//! API server, with NodeImages written the way kruise-manager writes them (§3.3).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kruised::apiversions::KruiseVersion;
+use kruised::cri::DiscoveryConfig;
+use kruised::metrics::Metrics;
+use kruised::readiness::Readiness;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::core::DynamicObject;
+use serde_json::{Value, json};
+use testbed::apiserver::{ApiServer, ApiServerConfig};
+use testbed::testenv::TestEnv;
+
+const REFERENCE_CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/reference/crds");
+
+struct Bed {
+    server: ApiServer,
+    metrics: Arc<Metrics>,
+    node: String,
+    _trigger: kruised::agent::ShutdownTrigger,
+}
+
+impl Bed {
+    async fn start(node: &str, max_concurrent: usize) -> Self {
+        let env = TestEnv::get();
+        let server = ApiServer::start(ApiServerConfig::default()).await.unwrap();
+        server
+            .apply_crds_from_dir(std::path::Path::new(REFERENCE_CRDS))
+            .unwrap();
+        let metrics = Metrics::new();
+        let runtimes = DiscoveryConfig {
+            runtime_endpoint: Some(env.runtime_endpoint().to_string()),
+            ..Default::default()
+        }
+        .discover(Some(metrics.cri.clone()))
+        .await
+        .unwrap();
+        let puller = kruised::imagepuller::build(
+            server.client(),
+            node,
+            KruiseVersion::V1beta1,
+            &runtimes,
+            max_concurrent,
+            metrics.clone(),
+        );
+        let readiness = Readiness::new();
+        let check = readiness.register("nodeImageInformerSynced");
+        let (trigger, shutdown) = kruised::agent::shutdown_channel();
+        tokio::spawn(puller.run(check, shutdown));
+        Self {
+            server,
+            metrics,
+            node: node.to_string(),
+            _trigger: trigger,
+        }
+    }
+
+    fn api(&self) -> Api<DynamicObject> {
+        Api::all_with(
+            self.server.client(),
+            &KruiseVersion::V1beta1.resource("NodeImage", "nodeimages"),
+        )
+    }
+
+    /// Creates the NodeImage with `images` as the manager would (§3.3).
+    async fn create(&self, images: Value) {
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "apps.kruise.io/v1beta1", "kind": "NodeImage",
+            "metadata": {"name": self.node, "labels": {"kubernetes.io/hostname": self.node}},
+            "spec": {"images": images}
+        }))
+        .unwrap();
+        self.api()
+            .create(&PostParams::default(), &object)
+            .await
+            .unwrap();
+    }
+
+    async fn set_images(&self, images: Value) {
+        let patch = json!({"spec": {"images": images}});
+        self.api()
+            .patch(&self.node, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
+    async fn status(&self) -> Value {
+        self.api().get(&self.node).await.unwrap().data["status"].clone()
+    }
+
+    /// Polls until the tag's status satisfies `done`, returning it.
+    async fn tag_status(
+        &self,
+        image: &str,
+        tag: &str,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let start = Instant::now();
+        loop {
+            let status = self.status().await;
+            let tags = status["imageStatuses"][image]["tags"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if let Some(found) = tags.into_iter().find(|t| t["tag"] == tag)
+                && done(&found)
+            {
+                return found;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "timed out waiting for {what}; status: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn pull_calls(&self) -> u64 {
+        let text = self.metrics.encode();
+        text.lines()
+            .filter(|l| {
+                l.starts_with("kruised_cri_call_duration_seconds_count{method=\"PullImage\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+}
+
+fn tag(tag: &str, version: i64, policy: Value) -> Value {
+    json!({
+        "tag": tag, "version": version, "createdAt": "2026-11-25T10:00:00Z",
+        "imagePullPolicy": "Always",
+        "pullPolicy": policy,
+        "ownerReferences": [{"apiVersion": "apps.kruise.io/v1beta1", "kind": "ImagePullJob",
+                              "namespace": "default", "name": "job1", "uid": "2f6ad4c7-2b07-4a1a-9b0f-1b3c5a2e9d11"}]
+    })
+}
+
+fn policy() -> Value {
+    json!({"timeoutSeconds": 600, "backoffLimit": 3, "ttlSecondsAfterFinished": 600, "activeDeadlineSeconds": 1800})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pulls_a_tag_and_reports_succeeded_with_the_image_id() {
+    let bed = Bed::start("puller-success", 2).await;
+    let image = TestEnv::get().image("test/busybox");
+    bed.create(json!({image.clone(): {"tags": [tag("1", 1, policy())]}}))
+        .await;
+    let done = bed
+        .tag_status(&image, "1", "Succeeded", |t| t["phase"] == "Succeeded")
+        .await;
+    assert_eq!(done["version"], 1);
+    assert_eq!(done["progress"], 100);
+    assert!(done["completionTime"].is_string() && done["startTime"].is_string());
+    let image_id = done["imageID"].as_str().unwrap();
+    assert!(
+        image_id.starts_with(&format!("{image}@sha256:")),
+        "{image_id}"
+    );
+    let status = bed.status().await;
+    assert_eq!(
+        (status["desired"].as_i64(), status["succeeded"].as_i64()),
+        (Some(1), Some(1))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_tag_fails_once_with_the_registrys_not_found() {
+    let bed = Bed::start("puller-missing", 2).await;
+    let image = TestEnv::get().image("test/busybox");
+    bed.create(json!({image.clone(): {"tags": [tag("no-such-tag", 1, policy())]}}))
+        .await;
+    let failed = bed
+        .tag_status(&image, "no-such-tag", "Failed", |t| t["phase"] == "Failed")
+        .await;
+    let message = failed["message"].as_str().unwrap();
+    assert!(message.contains("not found"), "{message}");
+    assert!(failed["completionTime"].is_string());
+    assert_eq!(bed.pull_calls(), 1, "a missing tag is not retried");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn if_not_present_skips_the_pull_and_always_pulls_again() {
+    let bed = Bed::start("puller-policy", 2).await;
+    let image = TestEnv::get().image("test/busybox");
+    bed.create(json!({image.clone(): {"tags": [tag("1", 1, policy())]}}))
+        .await;
+    bed.tag_status(&image, "1", "first pull", |t| t["phase"] == "Succeeded")
+        .await;
+    let calls = bed.pull_calls();
+    let mut if_not_present = tag("1", 2, policy());
+    if_not_present["imagePullPolicy"] = json!("IfNotPresent");
+    bed.set_images(json!({image.clone(): {"tags": [if_not_present]}}))
+        .await;
+    bed.tag_status(&image, "1", "version 2", |t| {
+        t["phase"] == "Succeeded" && t["version"] == 2
+    })
+    .await;
+    assert_eq!(
+        bed.pull_calls(),
+        calls,
+        "IfNotPresent found the image and did not pull"
+    );
+    bed.set_images(json!({image.clone(): {"tags": [tag("1", 3, policy())]}}))
+        .await;
+    bed.tag_status(&image, "1", "version 3", |t| {
+        t["phase"] == "Succeeded" && t["version"] == 3
+    })
+    .await;
+    assert_eq!(bed.pull_calls(), calls + 1, "Always pulls again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_digest_tag_pulls_by_digest() {
+    let bed = Bed::start("puller-digest", 2).await;
+    let env = TestEnv::get();
+    let client = kruised::cri::CriClient::connect(
+        &kruised::cri::RuntimeEndpoint::parse(env.runtime_endpoint()).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    let image = env.image("test/busybox");
+    client
+        .pull_image(
+            kruised::proto::runtime::v1::PullImageRequest {
+                image: Some(kruised::cri::client::image_spec(&format!("{image}:1"))),
+                ..Default::default()
+            },
+            Some(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    let status = client
+        .image_status(&format!("{image}:1"))
+        .await
+        .unwrap()
+        .unwrap();
+    let digest = status.repo_digests[0]
+        .split('@')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    bed.create(json!({image.clone(): {"tags": [tag(&digest, 1, policy())]}}))
+        .await;
+    let done = bed
+        .tag_status(&image, &digest, "digest pull", |t| {
+            t["phase"] == "Succeeded"
+        })
+        .await;
+    assert_eq!(done["imageID"], format!("{image}@{}", status.id));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_pull_times_out_per_attempt_and_fails_after_backoff_limit_plus_one() {
+    let env = TestEnv::get();
+    let proxy = testbed::proxy::Proxy::start(
+        "127.0.0.1:0".parse().unwrap(),
+        env.registry().parse().unwrap(),
+        0,
+    )
+    .await
+    .unwrap();
+    testbed::proxy::trust_plain_http(&env.dir().join("certs.d"), proxy.addr()).unwrap();
+    let bed = Bed::start("puller-timeout", 2).await;
+    let image = format!("{}/test/big", proxy.addr());
+    let quick = json!({"timeoutSeconds": 1, "backoffLimit": 1});
+    bed.create(json!({image.clone(): {"tags": [tag("1", 1, quick)]}}))
+        .await;
+    let pulling = bed
+        .tag_status(&image, "1", "Pulling", |t| t["phase"] == "Pulling")
+        .await;
+    assert!(pulling["startTime"].is_string());
+    let failed = bed
+        .tag_status(&image, "1", "Failed", |t| t["phase"] == "Failed")
+        .await;
+    let message = failed["message"].as_str().unwrap();
+    assert!(
+        message.contains("timed out after 1s (attempt 2 of 2)"),
+        "{message}"
+    );
+    assert_eq!(bed.pull_calls(), 2);
+}
