@@ -2,3 +2,4 @@
 //! a kubelet stand-in on real containerd, and fault injection. Dev-only.
 #![forbid(unsafe_code)]
 pub mod apiserver;
+pub mod kubelet;
