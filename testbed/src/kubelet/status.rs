@@ -130,7 +130,7 @@ pub fn pod_status(inputs: StatusInputs<'_>) -> PodStatus {
     set_condition(
         &mut conditions,
         POD_READY_TO_START_CONTAINERS,
-        sandbox_ready || terminal,
+        sandbox_ready,
         None,
         &now,
     );
