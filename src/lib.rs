@@ -11,6 +11,7 @@ pub mod api;
 pub mod backoff;
 pub mod cli;
 pub mod cri;
+pub mod events;
 pub mod feature_gates;
 pub mod kubeconfig;
 pub mod logging;

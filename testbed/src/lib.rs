@@ -3,3 +3,5 @@
 #![forbid(unsafe_code)]
 pub mod apiserver;
 pub mod kubelet;
+pub mod proxy;
+pub mod testenv;

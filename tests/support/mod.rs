@@ -2,91 +2,11 @@
 //! polling helpers. Each integration test binary includes this with `mod support;`.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The values `scripts/testenv up` writes into `DIR/env`.
-#[derive(Debug, Clone)]
-pub struct TestEnv {
-    vars: HashMap<String, String>,
-}
-
-impl TestEnv {
-    /// The running test environment. When `TESTENV_DIR` is not set (a bare
-    /// `cargo test`), this brings one up under the target directory, once per test
-    /// binary. It never skips: a missing environment fails the test loudly.
-    pub fn get() -> &'static TestEnv {
-        static ENV: OnceLock<TestEnv> = OnceLock::new();
-        ENV.get_or_init(|| {
-            let dir = match std::env::var("TESTENV_DIR") {
-                Ok(dir) if !dir.is_empty() => PathBuf::from(dir),
-                _ => {
-                    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/testenv");
-                    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testenv");
-                    let status = Command::new(&script)
-                        .arg("up")
-                        .arg(&dir)
-                        .stdout(std::process::Stdio::null())
-                        .status()
-                        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-                    assert!(
-                        status.success(),
-                        "scripts/testenv up {} failed",
-                        dir.display()
-                    );
-                    dir
-                }
-            };
-            let text = std::fs::read_to_string(dir.join("env")).unwrap_or_else(|e| {
-                panic!(
-                    "the test environment is not up ({}/env: {e}); run scripts/testenv up DIR",
-                    dir.display()
-                )
-            });
-            let vars = text
-                .lines()
-                .filter_map(|line| line.split_once('='))
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .collect();
-            TestEnv { vars }
-        })
-    }
-
-    /// One value; panics naming the key if the environment lacks it.
-    pub fn var(&self, key: &str) -> &str {
-        self.vars
-            .get(key)
-            .unwrap_or_else(|| panic!("test environment has no {key}"))
-    }
-
-    /// `unix:///…/containerd.sock`.
-    pub fn runtime_endpoint(&self) -> &str {
-        self.var("RUNTIME_ENDPOINT")
-    }
-
-    /// The plain registry, `127.0.0.1:PORT`.
-    pub fn registry(&self) -> &str {
-        self.var("REGISTRY")
-    }
-
-    /// The htpasswd-protected registry.
-    pub fn registry_auth(&self) -> &str {
-        self.var("REGISTRY_AUTH")
-    }
-
-    /// The test environment's folder.
-    pub fn dir(&self) -> PathBuf {
-        PathBuf::from(self.var("TESTENV_DIR"))
-    }
-
-    /// A reference in the plain registry, e.g. `image("test/busybox:1")`.
-    pub fn image(&self, name: &str) -> String {
-        format!("{}/{name}", self.registry())
-    }
-}
+#[path = "../../testbed/src/testenv.rs"]
+mod testenv;
+pub use testenv::TestEnv;
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics after `deadline`
 /// with `what` in the message.

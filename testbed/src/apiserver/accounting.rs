@@ -35,13 +35,19 @@ impl Accounting {
 
     /// Adds response bytes.
     pub fn bytes(&self, verb: &str, resource: &str, user_agent: &str, bytes: u64) {
-        self.with_row(verb, resource, user_agent, |row| row.response_bytes += bytes);
+        self.with_row(verb, resource, user_agent, |row| {
+            row.response_bytes += bytes
+        });
     }
 
     fn with_row(&self, verb: &str, resource: &str, user_agent: &str, f: impl FnOnce(&mut Usage)) {
         let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
         let row = rows
-            .entry((verb.to_string(), resource.to_string(), user_agent.to_string()))
+            .entry((
+                verb.to_string(),
+                resource.to_string(),
+                user_agent.to_string(),
+            ))
             .or_insert_with(|| Usage {
                 verb: verb.to_string(),
                 resource: resource.to_string(),

@@ -26,7 +26,10 @@ impl Matcher {
         self.verb.as_deref().is_none_or(|v| v == verb)
             && self.resource.as_deref().is_none_or(|r| {
                 // "pods" also matches "pods/status": a resource names all its subresources.
-                r == resource || resource.strip_prefix(r).is_some_and(|rest| rest.starts_with('/'))
+                r == resource
+                    || resource
+                        .strip_prefix(r)
+                        .is_some_and(|rest| rest.starts_with('/'))
             })
     }
 }
@@ -153,7 +156,8 @@ impl Faults {
 
     /// Makes the server refuse connections for `duration`.
     pub fn outage(&self, duration: Duration) {
-        let _ = self.outage.send(Some(Instant::now() + duration));
+        // send_replace stores the value even before the listener task subscribes.
+        self.outage.send_replace(Some(Instant::now() + duration));
     }
 
     /// The outage signal the listener follows.
@@ -174,13 +178,21 @@ impl Faults {
         {
             let mut latencies = lock(&self.latencies);
             latencies.retain(|l| l.until.is_none_or(|u| now < u));
-            for latency in latencies.iter().filter(|l| l.rule.matcher.matches(verb, resource)) {
+            for latency in latencies
+                .iter()
+                .filter(|l| l.rule.matcher.matches(verb, resource))
+            {
                 delay += Duration::from_millis(latency.rule.millis);
             }
         }
         let mut fails = lock(&self.fails);
-        fails.retain(|f| f.until.is_none_or(|u| now < u) && f.rule.count.is_none_or(|c| f.failed < c));
-        for fail in fails.iter_mut().filter(|f| f.rule.matcher.matches(verb, resource)) {
+        fails.retain(|f| {
+            f.until.is_none_or(|u| now < u) && f.rule.count.is_none_or(|c| f.failed < c)
+        });
+        for fail in fails
+            .iter_mut()
+            .filter(|f| f.rule.matcher.matches(verb, resource))
+        {
             fail.seen += 1;
             // Deterministic spreading: with percent p, fail whenever the running share
             // of failures falls below p. Tests get the same sequence every run.
@@ -190,7 +202,13 @@ impl Faults {
             };
             if hit {
                 fail.failed += 1;
-                return (delay, Some(ApiError::injected(fail.rule.code, fail.rule.retry_after_seconds)));
+                return (
+                    delay,
+                    Some(ApiError::injected(
+                        fail.rule.code,
+                        fail.rule.retry_after_seconds,
+                    )),
+                );
             }
         }
         (delay, None)
@@ -236,7 +254,9 @@ mod tests {
             duration_seconds: None,
             retry_after_seconds: None,
         });
-        let failed = (0..100).filter(|_| faults.check("get", "pods").1.is_some()).count();
+        let failed = (0..100)
+            .filter(|_| faults.check("get", "pods").1.is_some())
+            .count();
         assert_eq!(failed, 30);
     }
 
@@ -244,7 +264,10 @@ mod tests {
     fn latency_adds_up_and_clear_removes_rules() {
         let faults = Faults::new();
         faults.add_latency(LatencyRule {
-            matcher: Matcher { verb: Some("get".into()), resource: None },
+            matcher: Matcher {
+                verb: Some("get".into()),
+                resource: None,
+            },
             millis: 40,
             duration_seconds: None,
         });

@@ -394,6 +394,82 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// `GET /openapi/v3`: one entry per group version, as kube-apiserver lists them.
+    pub fn openapi_v3_root(&self) -> Value {
+        let mut paths = serde_json::Map::new();
+        let mut add = |path: String| {
+            let url = format!("/openapi/v3/{path}?hash=testbed");
+            paths.insert(path, json!({"serverRelativeURL": url}));
+        };
+        add("api/v1".to_string());
+        for (group, versions) in self.groups() {
+            for version in versions {
+                add(format!("apis/{group}/{version}"));
+            }
+        }
+        json!({"paths": paths})
+    }
+
+    /// `GET /openapi/v3/apis/<group>/<version>`: the operations of each resource with
+    /// the `fieldValidation` parameter, which is what kubectl looks for to leave
+    /// validation to the server. Schemas are not published (kubectl then skips its
+    /// client-side validation, and the server validates custom resources itself).
+    pub fn openapi_v3_group_version(&self, group: &str, version: &str) -> Option<Value> {
+        let mut paths = serde_json::Map::new();
+        for info in self.resources.values() {
+            if info.group != group || info.version(version).is_none() {
+                continue;
+            }
+            let prefix = if group.is_empty() {
+                format!("/api/{version}")
+            } else {
+                format!("/apis/{group}/{version}")
+            };
+            let collection = if info.namespaced {
+                format!("{prefix}/namespaces/{{namespace}}/{}", info.plural)
+            } else {
+                format!("{prefix}/{}", info.plural)
+            };
+            let gvk = json!({"group": group, "version": version, "kind": info.kind});
+            let operation = |action: &str| {
+                json!({
+                    "x-kubernetes-action": action,
+                    "x-kubernetes-group-version-kind": gvk,
+                    "parameters": [
+                        {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+                        {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
+                        {"name": "dryRun", "in": "query", "schema": {"type": "string"}}
+                    ],
+                    "responses": {}
+                })
+            };
+            paths.insert(
+                collection.clone(),
+                json!({"post": operation("post"), "get": operation("list")}),
+            );
+            paths.insert(
+                format!("{collection}/{{name}}"),
+                json!({"get": operation("get"), "put": operation("put"), "patch": operation("patch"), "delete": operation("delete")}),
+            );
+            if info.has_status(version) {
+                paths.insert(
+                    format!("{collection}/{{name}}/status"),
+                    json!({"get": operation("get"), "put": operation("put"), "patch": operation("patch")}),
+                );
+            }
+        }
+        (!paths.is_empty()).then(|| {
+            json!({
+                "openapi": "3.0.0",
+                "info": {"title": "Kubernetes", "version": "v1.33.0-testbed"},
+                "paths": paths,
+                "components": {"schemas": {}}
+            })
+        })
+    }
+}
+
 fn group_doc(name: &str, versions: &[String]) -> Value {
     let entries: Vec<Value> = versions
         .iter()
