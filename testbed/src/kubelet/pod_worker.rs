@@ -48,6 +48,14 @@ pub enum SyncError {
     },
 }
 
+/// The status this worker wrote last, the resourceVersion that write produced, and the
+/// versions our chain of writes superseded (a watch still showing one of them lags).
+struct LastWrite {
+    status: PodStatus,
+    version: Option<String>,
+    superseded: Vec<Option<String>>,
+}
+
 /// The worker of one pod uid.
 pub struct PodWorker {
     context: Arc<Context>,
@@ -64,9 +72,9 @@ pub struct PodWorker {
     /// Why containers wait, by container name.
     waiting: HashMap<String, Waiting>,
     prober: Prober,
-    /// The status last written and the resourceVersion it was written over, so that a
-    /// watch that lags behind our own write does not cause a second write.
-    last_written: Option<(Option<String>, PodStatus)>,
+    /// The status last written, so that a watch lagging behind our writes causes no
+    /// second write.
+    last_written: Option<LastWrite>,
     /// The end of the grace period, once termination started.
     termination_deadline: Option<Instant>,
     /// The kubelet's final grace-0 delete went through.
@@ -152,11 +160,20 @@ impl PodWorker {
             for sandbox in runtime.sandboxes.iter().filter(|sandbox| sandbox.ready) {
                 self.context.cri.stop_pod_sandbox(&sandbox.id).await?;
             }
-        } else if self.converge(pod, &runtime).await? {
-            runtime = self.observe().await?;
+            self.run_probes(pod, &runtime).await;
+            return self.write_status(pod, &runtime).await.map(drop);
         }
+        // Report what is there before acting, as the kubelet does: Pending with
+        // ContainerCreating, or the exited container that is about to restart.
         self.run_probes(pod, &runtime).await;
-        self.write_status(pod, &runtime).await
+        let written = self.write_status(pod, &runtime).await?;
+        let pod = written.as_ref().unwrap_or(pod);
+        if self.converge(pod, &runtime).await? {
+            runtime = self.observe().await?;
+            self.run_probes(pod, &runtime).await;
+            self.write_status(pod, &runtime).await?;
+        }
+        Ok(())
     }
 
     /// Creates the sandbox and containers that are missing and restarts exited ones.
@@ -428,26 +445,29 @@ impl PodWorker {
 
     /// Writes the status through `pods/status` when it changed, with the pod's
     /// resourceVersion; on a conflict, reads the pod again and recomputes, so that
-    /// conditions others wrote meanwhile (readiness gates) are kept.
-    async fn write_status(&mut self, pod: &Pod, runtime: &PodRuntime) -> Result<(), SyncError> {
+    /// conditions others wrote meanwhile (readiness gates) are kept. Returns the pod as
+    /// written, if it was.
+    async fn write_status(
+        &mut self,
+        pod: &Pod,
+        runtime: &PodRuntime,
+    ) -> Result<Option<Pod>, SyncError> {
         let identity = PodIdentity::of(pod);
         let api: Api<Pod> = Api::namespaced(self.context.client.clone(), &identity.namespace);
         let mut current = pod.clone();
         for _ in 0..3 {
             let status = self.status_for(&current, runtime);
             if current.status.as_ref() == Some(&status) {
-                return Ok(());
+                return Ok(None);
             }
             let based_on = current.metadata.resource_version.clone();
             if self
                 .last_written
                 .as_ref()
-                .is_some_and(|(written_over, written)| {
-                    *written_over == based_on && *written == status
-                })
+                .is_some_and(|last| last.status == status && last.superseded.contains(&based_on))
             {
                 // Our write is not in the watch yet.
-                return Ok(());
+                return Ok(None);
             }
             let mut updated = current.clone();
             updated.status = Some(status.clone());
@@ -455,22 +475,32 @@ impl PodWorker {
                 .replace_status(&identity.name, &PostParams::default(), &updated)
                 .await
             {
-                Ok(_) => {
+                Ok(written) => {
                     tracing::debug!(pod = %identity, phase = ?status.phase, "wrote pod status");
-                    self.last_written = Some((based_on, status));
-                    return Ok(());
+                    let mut superseded = match self.last_written.take() {
+                        // Written over our own previous write: older versions stay stale.
+                        Some(last) if last.version == based_on => last.superseded,
+                        _ => Vec::new(),
+                    };
+                    superseded.push(based_on);
+                    self.last_written = Some(LastWrite {
+                        status,
+                        version: written.metadata.resource_version.clone(),
+                        superseded,
+                    });
+                    return Ok(Some(written));
                 }
                 Err(kube::Error::Api(error)) if error.is_conflict() => {
                     match api.get_opt(&identity.name).await? {
                         Some(fresh) if fresh.metadata.uid == pod.metadata.uid => current = fresh,
-                        _ => return Ok(()),
+                        _ => return Ok(None),
                     }
                 }
-                Err(kube::Error::Api(error)) if error.is_not_found() => return Ok(()),
+                Err(kube::Error::Api(error)) if error.is_not_found() => return Ok(None),
                 Err(error) => return Err(error.into()),
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Graceful termination of a pod with a deletionTimestamp: preStop hooks and
