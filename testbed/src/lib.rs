@@ -2,5 +2,6 @@
 //! a kubelet stand-in on real containerd, and fault injection. Dev-only.
 #![forbid(unsafe_code)]
 pub mod apiserver;
+pub mod kubelet;
 pub mod proxy;
 pub mod testenv;
