@@ -40,6 +40,56 @@ enum Command {
         #[arg(long, default_value_t = 60.0)]
         bookmark_interval: f64,
     },
+    /// Run a kubelet stand-in for one node on a real CRI runtime until SIGTERM/SIGINT.
+    Kubelet {
+        /// The node's name.
+        #[arg(long)]
+        node: String,
+        /// Kubeconfig of the API server.
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// CRI endpoint (`unix:///…`).
+        #[arg(long)]
+        runtime_endpoint: String,
+        /// cgroupfs parent prefix for pods.
+        #[arg(long, default_value = "/kruised-testbed")]
+        cgroup_parent_prefix: String,
+        /// Where pod log folders go.
+        #[arg(long, default_value = "/tmp/testbed-pod-logs")]
+        pod_log_dir: PathBuf,
+    },
+    /// Bring up the local environment in DIR (runtime, registries, API server, kubelet)
+    /// and print DIR/env.
+    Up {
+        /// The environment's folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Stop everything `up` started in DIR.
+    Down {
+        /// The environment's folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// The background process of `up` (not for direct use).
+    #[command(hide = true)]
+    ServeEnv {
+        /// The environment's folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Run a bandwidth-limiting TCP proxy until SIGTERM/SIGINT.
+    Proxy {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Upstream address (e.g. the registry).
+        #[arg(long)]
+        upstream: SocketAddr,
+        /// Bytes per second passed downstream (0 stalls).
+        #[arg(long)]
+        rate: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -82,6 +132,49 @@ fn main() -> anyhow::Result<()> {
                 println!("KUBECONFIG={}", kubeconfig.display());
                 wait_for_signal().await;
                 server.shutdown();
+                Ok(())
+            }
+            Command::Kubelet {
+                node,
+                kubeconfig,
+                runtime_endpoint,
+                cgroup_parent_prefix,
+                pod_log_dir,
+            } => {
+                let kubeconfig = kube::config::Kubeconfig::read_from(&kubeconfig)?;
+                let config =
+                    kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+                let client = kube::Client::try_from(config)?;
+                let config = testbed::kubelet::KubeletConfig::new(
+                    node,
+                    client,
+                    runtime_endpoint,
+                    cgroup_parent_prefix,
+                    pod_log_dir,
+                );
+                testbed::kubelet::run(config, wait_for_signal()).await?;
+                Ok(())
+            }
+            Command::Up { dir } => {
+                print!("{}", testbed::env::up(&dir)?);
+                Ok(())
+            }
+            Command::Down { dir } => {
+                testbed::env::down(&dir)?;
+                Ok(())
+            }
+            Command::ServeEnv { dir } => {
+                testbed::env::serve(&dir, wait_for_signal()).await?;
+                Ok(())
+            }
+            Command::Proxy {
+                listen,
+                upstream,
+                rate,
+            } => {
+                let proxy = testbed::proxy::Proxy::start(listen, upstream, rate).await?;
+                println!("PROXY={}", proxy.addr());
+                wait_for_signal().await;
                 Ok(())
             }
         }
