@@ -774,3 +774,92 @@ async fn accounting_counts_requests_by_verb_resource_and_user_agent() {
     assert!(row("list").response_bytes > 0);
     assert_eq!(row("get").requests, 1);
 }
+
+#[tokio::test]
+async fn watch_ends_after_timeout_seconds() {
+    let server = server().await;
+    let maps: Api<ConfigMap> = Api::namespaced(server.client(), "default");
+    let params = kube::api::WatchParams::default().timeout(1);
+    let start = Instant::now();
+    let mut stream = maps.watch(&params, "0").await.unwrap().boxed();
+    while let Some(event) = stream.next().await {
+        event.unwrap();
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "the watch closed on its own"
+    );
+}
+
+#[tokio::test]
+async fn crd_selectable_fields_and_namespace_field_selector() {
+    let server = server().await;
+    let crds: Api<DynamicObject> = Api::all_with(
+        server.client(),
+        &dynamic(
+            "apiextensions.k8s.io",
+            "v1",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+        ),
+    );
+    let crd: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+                 "names": {"kind": "Widget", "plural": "widgets", "singular": "widget", "listKind": "WidgetList"},
+                 "versions": [{"name": "v1", "served": true, "storage": true,
+                               "selectableFields": [{"jsonPath": ".spec.color"}],
+                               "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                                   "spec": {"type": "object", "properties": {"color": {"type": "string"}}}}}}}]}
+    }))
+    .unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    let widgets: Api<DynamicObject> = Api::all_with(
+        server.client(),
+        &dynamic("example.com", "v1", "Widget", "widgets"),
+    );
+    for (name, namespace, color) in [
+        ("a", "default", "red"),
+        ("b", "default", "blue"),
+        ("c", "kube-system", "red"),
+    ] {
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            server.client(),
+            namespace,
+            &dynamic("example.com", "v1", "Widget", "widgets"),
+        );
+        let widget: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "example.com/v1", "kind": "Widget",
+            "metadata": {"name": name}, "spec": {"color": color}
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &widget).await.unwrap();
+    }
+    let names = |list: kube::core::ObjectList<DynamicObject>| {
+        let mut names: Vec<String> = list
+            .items
+            .into_iter()
+            .map(|w| w.metadata.name.unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let red = widgets
+        .list(&ListParams::default().fields("spec.color=red"))
+        .await
+        .unwrap();
+    assert_eq!(names(red), vec!["a", "c"]);
+    let in_default = widgets
+        .list(&ListParams::default().fields("metadata.namespace=default"))
+        .await
+        .unwrap();
+    assert_eq!(names(in_default), vec!["a", "b"]);
+    let (code, _, _) = api_error(
+        widgets
+            .list(&ListParams::default().fields("spec.size=1"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 400, "fields that are not selectable are rejected");
+}
