@@ -126,6 +126,24 @@ pub fn pull_reference(image: &str, tag: &str) -> Result<String, String> {
     Ok(format!("{image}:{tag}"))
 }
 
+/// The Succeeded status: `imageID` is `<key>@<CRI image id>` (§3.5).
+fn succeeded(work: &TagWork, start_time: Option<Time>, id: &str) -> ImageTagStatus {
+    let mut status = tag_status(work, ImagePullPhase::Succeeded);
+    status.start_time = Some(start_time.unwrap_or_else(now));
+    status.completion_time = Some(now());
+    status.progress = Some(100);
+    status.image_id = Some(format!("{}@{id}", work.image));
+    status
+}
+
+/// The Pulling status with what is known so far.
+fn pulling(work: &TagWork, start_time: &Option<Time>, progress: u8) -> ImageTagStatus {
+    let mut status = tag_status(work, ImagePullPhase::Pulling);
+    status.start_time = start_time.clone();
+    status.progress = Some(progress.into());
+    status
+}
+
 /// `nginx:1` → `docker.io/library/nginx:1`, as docker's `ParseNormalizedNamed`.
 fn normalize(reference: &str) -> String {
     let (name, suffix) = match reference.find('@') {
@@ -189,12 +207,7 @@ pub async fn run(
             match pulls.cri().list_images(None).await {
                 Ok(images) => {
                     if let Some(id) = present(&images, &reference) {
-                        let mut status = tag_status(&work, ImagePullPhase::Succeeded);
-                        status.start_time = Some(start_time.clone().unwrap_or_else(now));
-                        status.completion_time = Some(now());
-                        status.progress = Some(100);
-                        status.image_id = Some(format!("{}@{id}", work.image));
-                        return status;
+                        return succeeded(&work, start_time, &id);
                     }
                 }
                 // The pull itself will report a broken runtime more precisely.
@@ -223,40 +236,41 @@ pub async fn run(
             let mut started = handle.started.clone();
             let mut progress = handle.progress.clone();
             let mut result = handle.result.clone();
+            // Joining a de-duplicated pull that is already running: it has started.
+            if *started.borrow() && start_time.is_none() {
+                start_time = Some(now());
+                started_at = Some(Instant::now());
+                report(pulling(&work, &start_time, best_progress));
+            }
             let outcome = loop {
+                // The active deadline clamps the running attempt too (§3.5 step 5).
+                let deadline_at = match (work.active_deadline, started_at) {
+                    (Some(deadline), Some(at)) => at + deadline,
+                    _ => Instant::now() + Duration::from_secs(365 * 24 * 3600),
+                };
                 tokio::select! {
                     outcome = &mut result => break outcome,
+                    () = tokio::time::sleep_until(deadline_at.into()) => {
+                        return fail(start_time, "pulling exceeds the activeDeadlineSeconds".to_string());
+                    }
                     changed = started.changed(), if !*started.borrow() => {
                         if changed.is_ok() && *started.borrow() && start_time.is_none() {
                             start_time = Some(now());
                             started_at = Some(Instant::now());
-                            let mut status = tag_status(&work, ImagePullPhase::Pulling);
-                            status.start_time = start_time.clone();
-                            status.progress = Some(best_progress.into());
-                            report(status);
+                            report(pulling(&work, &start_time, best_progress));
                         }
                     }
                     changed = progress.changed() => {
                         let value = *progress.borrow();
                         if changed.is_ok() && value > best_progress {
                             best_progress = value.min(99);
-                            let mut status = tag_status(&work, ImagePullPhase::Pulling);
-                            status.start_time = start_time.clone();
-                            status.progress = Some(best_progress.into());
-                            report(status);
+                            report(pulling(&work, &start_time, best_progress));
                         }
                     }
                 }
             };
             match outcome {
-                Ok(id) => {
-                    let mut status = tag_status(&work, ImagePullPhase::Succeeded);
-                    status.start_time = Some(start_time.clone().unwrap_or_else(now));
-                    status.completion_time = Some(now());
-                    status.progress = Some(100);
-                    status.image_id = Some(format!("{}@{id}", work.image));
-                    return status;
-                }
+                Ok(id) => return succeeded(&work, start_time, &id),
                 Err(error) => {
                     last_failure = error.pull_failure();
                     attempt_errors.push(describe(&reference, &error, timeout, attempt, attempts));

@@ -285,3 +285,200 @@ async fn a_stalled_pull_times_out_per_attempt_and_fails_after_backoff_limit_plus
     );
     assert_eq!(bed.pull_calls(), 2);
 }
+
+async fn throttled(rate: u64) -> testbed::proxy::Proxy {
+    let env = TestEnv::get();
+    let proxy = testbed::proxy::Proxy::start(
+        "127.0.0.1:0".parse().unwrap(),
+        env.registry().parse().unwrap(),
+        rate,
+    )
+    .await
+    .unwrap();
+    testbed::proxy::trust_plain_http(&env.dir().join("certs.d"), proxy.addr()).unwrap();
+    proxy
+}
+
+/// Removes every image of repository `path` (under any registry address, e.g. earlier
+/// proxies) from containerd, so that the next pull downloads every byte again: blobs
+/// are shared by digest and live as long as any image references them.
+async fn forget_repository(path: &str) {
+    let env = TestEnv::get();
+    let client = kruised::cri::CriClient::connect(
+        &kruised::cri::RuntimeEndpoint::parse(env.runtime_endpoint()).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    for image in client.list_images(None).await.unwrap() {
+        if image
+            .repo_tags
+            .iter()
+            .chain(image.repo_digests.iter())
+            .any(|r| r.contains(&format!("/{path}")))
+        {
+            client.remove_image(&image.id).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_is_real_monotonic_and_strictly_between_0_and_100_during_a_throttled_pull() {
+    // Each test gets its own proxy port, so containerd sees a new repository name and
+    // downloads every blob (blobs are shared by digest, so remove the image first).
+    let proxy = throttled(25 * 1024 * 1024).await;
+    let bed = Bed::start("puller-progress", 2).await;
+    let image = format!("{}/test/huge", proxy.addr());
+    forget_repository("test/huge").await;
+    bed.create(json!({image.clone(): {"tags": [tag("1", 1, policy())]}}))
+        .await;
+    let mut seen: Vec<i64> = Vec::new();
+    let start = Instant::now();
+    loop {
+        let status = bed.status().await;
+        let found = status["imageStatuses"][&image]["tags"]
+            .as_array()
+            .and_then(|tags| tags.iter().find(|t| t["tag"] == "1"))
+            .cloned();
+        if let Some(found) = found {
+            if let Some(progress) = found["progress"].as_i64()
+                && seen.last() != Some(&progress)
+            {
+                seen.push(progress);
+            }
+            if found["phase"] == "Succeeded" || found["phase"] == "Failed" {
+                assert_eq!(found["phase"], "Succeeded", "{found}");
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "pull did not finish: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "monotonic: {seen:?}");
+    let between: Vec<&i64> = seen.iter().filter(|p| **p > 0 && **p < 100).collect();
+    assert!(
+        between.len() >= 2,
+        "progress strictly between 0 and 100 at least twice: {seen:?}"
+    );
+    assert_eq!(seen.last(), Some(&100));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_bump_or_removal_cancels_the_running_pull() {
+    let proxy = throttled(0).await;
+    let bed = Bed::start("puller-cancel", 2).await;
+    let image = format!("{}/test/big", proxy.addr());
+    bed.create(json!({image.clone(): {"tags": [tag("1", 1, policy())]}}))
+        .await;
+    bed.tag_status(&image, "1", "Pulling v1", |t| {
+        t["phase"] == "Pulling" && t["version"] == 1
+    })
+    .await;
+    bed.set_images(json!({image.clone(): {"tags": [tag("1", 2, policy())]}}))
+        .await;
+    bed.tag_status(&image, "1", "Pulling v2", |t| {
+        t["phase"] == "Pulling" && t["version"] == 2
+    })
+    .await;
+    // The first pull was cancelled: the version-1 worker never reports again.
+    bed.set_images(json!(null)).await;
+    let start = Instant::now();
+    loop {
+        let status = bed.status().await;
+        if status["imageStatuses"].is_null() && status["desired"] == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "tag removal clears its status: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Both CRI pulls ended (cancelled), none succeeded.
+    let text = bed.metrics.encode();
+    assert!(
+        !text.contains("kruised_image_pull_tags_total{result=\"succeeded\"}"),
+        "{text}"
+    );
+    let in_flight = text
+        .lines()
+        .find(|l| l.starts_with("kruised_image_pulls_in_flight "))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<i64>().ok());
+    let start = Instant::now();
+    let mut in_flight = in_flight;
+    while in_flight != Some(0) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "pulls still in flight: {in_flight:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        in_flight = bed
+            .metrics
+            .encode()
+            .lines()
+            .find(|l| l.starts_with("kruised_image_pulls_in_flight "))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<i64>().ok());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn active_deadline_fails_the_tag_with_kruises_message() {
+    let proxy = throttled(0).await;
+    let bed = Bed::start("puller-deadline", 2).await;
+    let image = format!("{}/test/big", proxy.addr());
+    let deadline = json!({"timeoutSeconds": 600, "backoffLimit": 3, "activeDeadlineSeconds": 2});
+    bed.create(json!({image.clone(): {"tags": [tag("1", 1, deadline)]}}))
+        .await;
+    let failed = bed
+        .tag_status(&image, "1", "Failed", |t| t["phase"] == "Failed")
+        .await;
+    let message = failed["message"].as_str().unwrap();
+    assert_eq!(message, "pulling exceeds the activeDeadlineSeconds");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_precise_messages_and_does_not_block_good_tags() {
+    let bed = Bed::start("puller-bad-input", 2).await;
+    let image = TestEnv::get().image("test/busybox");
+    let negative = json!({"timeoutSeconds": -5});
+    bed.create(json!({
+        image.clone(): {"tags": [tag("1", 1, policy()), tag("Bad Tag!", 1, policy()), tag("2", 1, negative)]},
+        "UPPER/Case": {"tags": [tag("1", 1, policy())]}
+    }))
+    .await;
+    bed.tag_status(&image, "1", "good tag", |t| t["phase"] == "Succeeded")
+        .await;
+    let bad = bed
+        .tag_status(&image, "Bad Tag!", "bad tag", |t| t["phase"] == "Failed")
+        .await;
+    assert!(
+        bad["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid reference format"),
+        "{bad}"
+    );
+    let negative = bed
+        .tag_status(&image, "2", "negative timeout", |t| t["phase"] == "Failed")
+        .await;
+    assert!(
+        negative["message"]
+            .as_str()
+            .unwrap()
+            .contains("timeoutSeconds -5"),
+        "{negative}"
+    );
+    let upper = bed
+        .tag_status("UPPER/Case", "1", "bad name", |t| t["phase"] == "Failed")
+        .await;
+    assert!(
+        upper["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid reference format"),
+        "{upper}"
+    );
+}
