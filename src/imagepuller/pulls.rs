@@ -100,7 +100,8 @@ impl Pulls {
     /// Joins the pull of the same reference and credentials if one is in flight, or
     /// starts a new one. Dropping every handle of a pull cancels its CRI call.
     pub fn pull(&self, spec: PullSpec) -> PullHandle {
-        let key = (spec.reference.clone(), spec.auth.clone());
+        // `nginx:1` and `docker.io/library/nginx:1` are one image: one pull.
+        let key = (super::worker::normalize(&spec.reference), spec.auth.clone());
         let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = inflight.get(&key)
             && let Some(result) = entry.result.upgrade()

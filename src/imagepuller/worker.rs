@@ -145,7 +145,7 @@ fn pulling(work: &TagWork, start_time: &Option<Time>, progress: u8) -> ImageTagS
 }
 
 /// `nginx:1` → `docker.io/library/nginx:1`, as docker's `ParseNormalizedNamed`.
-fn normalize(reference: &str) -> String {
+pub(crate) fn normalize(reference: &str) -> String {
     let (name, suffix) = match reference.find('@') {
         Some(at) => (&reference[..at], &reference[at..]),
         None => match (reference.rfind(':'), reference.rfind('/')) {

@@ -1,0 +1,96 @@
+//! The image puller's concurrency cap and de-duplication, seen in the CRI calls of the
+//! fake runtime (a real registry cannot be held mid-pull on demand).
+
+use std::time::{Duration, Instant};
+
+use kruised::apiversions::KruiseVersion;
+use kruised::cri::DiscoveryConfig;
+use kruised::cri::fake::FakeCri;
+use kruised::metrics::Metrics;
+use kruised::readiness::Readiness;
+use kube::api::{Api, PostParams};
+use kube::core::DynamicObject;
+use serde_json::json;
+use testbed::apiserver::{ApiServer, ApiServerConfig};
+
+const REFERENCE_CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/reference/crds");
+
+fn tag(tag: &str) -> serde_json::Value {
+    json!({"tag": tag, "version": 1, "createdAt": "2026-11-25T10:00:00Z", "imagePullPolicy": "Always",
+           "pullPolicy": {"timeoutSeconds": 600, "backoffLimit": 3}})
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pulls_are_capped_node_wide_and_identical_references_share_one_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeCri::builder().runtime_name("fake").build();
+    let handle = fake.serve_unix(dir.path().join("cri.sock")).await.unwrap();
+    fake.hold_pulls();
+    let server = ApiServer::start(ApiServerConfig::default()).await.unwrap();
+    server.apply_crds_from_dir(std::path::Path::new(REFERENCE_CRDS)).unwrap();
+    let metrics = Metrics::new();
+    let runtimes = DiscoveryConfig {
+        runtime_endpoint: Some(handle.endpoint().to_string()),
+        ..Default::default()
+    }
+    .discover(None)
+    .await
+    .unwrap();
+    let puller = kruised::imagepuller::build(server.client(), "fake-node", KruiseVersion::V1beta1, &runtimes, 2, metrics);
+    let readiness = Readiness::new();
+    let (_trigger, shutdown) = kruised::agent::shutdown_channel();
+    tokio::spawn(puller.run(readiness.register("nodeImageInformerSynced"), shutdown));
+
+    // Five images, plus one alias of the first (`nginx` ≡ `docker.io/library/nginx`).
+    let api: Api<DynamicObject> =
+        Api::all_with(server.client(), &KruiseVersion::V1beta1.resource("NodeImage", "nodeimages"));
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "apps.kruise.io/v1beta1", "kind": "NodeImage", "metadata": {"name": "fake-node"},
+        "spec": {"images": {
+            "nginx": {"tags": [tag("1")]},
+            "docker.io/library/nginx": {"tags": [tag("1")]},
+            "redis": {"tags": [tag("7")]},
+            "quay.io/org/a": {"tags": [tag("1")]},
+            "quay.io/org/b": {"tags": [tag("1")]},
+            "quay.io/org/c": {"tags": [tag("1")]}
+        }}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &object).await.unwrap();
+    eventually("two pulls held in flight", || fake.in_flight_pulls() == 2).await;
+    // Give the puller every chance to exceed the cap before checking it.
+    let status = loop {
+        let status = api.get("fake-node").await.unwrap().data["status"].clone();
+        if status["pulling"].as_i64().unwrap_or(0) + status["waiting"].as_i64().unwrap_or(0) == 6 {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status["pulling"].as_i64().unwrap() >= 2, "{status}");
+    assert_eq!(fake.in_flight_pulls(), 2);
+    fake.release_pulls();
+    let start = Instant::now();
+    loop {
+        let status = api.get("fake-node").await.unwrap().data["status"].clone();
+        if status["succeeded"] == 6 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "all tags succeed: {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fake.max_concurrent_pulls(), 2, "the node-wide cap held");
+    assert_eq!(fake.count("PullImage"), 5, "the two nginx tags shared one CRI pull");
+    let calls = fake.calls_of("PullImage");
+    for call in calls {
+        let text = format!("{call:?}");
+        assert!(text.contains("apps.kruise.io/pulling-image-by"), "sandbox annotation sent: {text}");
+    }
+}
