@@ -23,7 +23,10 @@ fn tag(tag: &str) -> serde_json::Value {
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {
-        assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -35,7 +38,9 @@ async fn pulls_are_capped_node_wide_and_identical_references_share_one_pull() {
     let handle = fake.serve_unix(dir.path().join("cri.sock")).await.unwrap();
     fake.hold_pulls();
     let server = ApiServer::start(ApiServerConfig::default()).await.unwrap();
-    server.apply_crds_from_dir(std::path::Path::new(REFERENCE_CRDS)).unwrap();
+    server
+        .apply_crds_from_dir(std::path::Path::new(REFERENCE_CRDS))
+        .unwrap();
     let metrics = Metrics::new();
     let runtimes = DiscoveryConfig {
         runtime_endpoint: Some(handle.endpoint().to_string()),
@@ -44,14 +49,23 @@ async fn pulls_are_capped_node_wide_and_identical_references_share_one_pull() {
     .discover(None)
     .await
     .unwrap();
-    let puller = kruised::imagepuller::build(server.client(), "fake-node", KruiseVersion::V1beta1, &runtimes, 2, metrics);
+    let puller = kruised::imagepuller::build(
+        server.client(),
+        "fake-node",
+        KruiseVersion::V1beta1,
+        &runtimes,
+        2,
+        metrics,
+    );
     let readiness = Readiness::new();
     let (_trigger, shutdown) = kruised::agent::shutdown_channel();
     tokio::spawn(puller.run(readiness.register("nodeImageInformerSynced"), shutdown));
 
     // Five images, plus one alias of the first (`nginx` ≡ `docker.io/library/nginx`).
-    let api: Api<DynamicObject> =
-        Api::all_with(server.client(), &KruiseVersion::V1beta1.resource("NodeImage", "nodeimages"));
+    let api: Api<DynamicObject> = Api::all_with(
+        server.client(),
+        &KruiseVersion::V1beta1.resource("NodeImage", "nodeimages"),
+    );
     let object: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "apps.kruise.io/v1beta1", "kind": "NodeImage", "metadata": {"name": "fake-node"},
         "spec": {"images": {
@@ -83,14 +97,24 @@ async fn pulls_are_capped_node_wide_and_identical_references_share_one_pull() {
         if status["succeeded"] == 6 {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "all tags succeed: {status}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "all tags succeed: {status}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(fake.max_concurrent_pulls(), 2, "the node-wide cap held");
-    assert_eq!(fake.count("PullImage"), 5, "the two nginx tags shared one CRI pull");
+    assert_eq!(
+        fake.count("PullImage"),
+        5,
+        "the two nginx tags shared one CRI pull"
+    );
     let calls = fake.calls_of("PullImage");
     for call in calls {
         let text = format!("{call:?}");
-        assert!(text.contains("apps.kruise.io/pulling-image-by"), "sandbox annotation sent: {text}");
+        assert!(
+            text.contains("apps.kruise.io/pulling-image-by"),
+            "sandbox annotation sent: {text}"
+        );
     }
 }
