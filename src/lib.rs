@@ -12,6 +12,7 @@ pub mod backoff;
 pub mod cli;
 pub mod cri;
 pub mod feature_gates;
+pub mod imageref;
 pub mod kubeconfig;
 pub mod logging;
 pub mod metrics;
