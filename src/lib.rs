@@ -10,6 +10,7 @@ pub mod agent;
 pub mod api;
 pub mod backoff;
 pub mod cli;
+pub mod credentials;
 pub mod cri;
 pub mod feature_gates;
 pub mod imageref;
