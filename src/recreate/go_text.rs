@@ -1,8 +1,55 @@
 //! Texts kruise-daemon produces through Go's standard library, reproduced byte for byte
-//! where they end up in a CRR status or an event: the errors of
-//! `time.Parse(time.RFC3339, ..)` (§4.4 step 4).
+//! where they end up in a CRR status or an event: `strconv.Quote` (`%q`), the errors of
+//! `time.Parse(time.RFC3339, ..)` (§4.4 step 4) and gRPC status errors (§4.4 step 5.6,
+//! `kill container error: <err>`).
 
 use k8s_openapi::jiff::Timestamp;
+
+use crate::cri::CriError;
+use crate::cri::error::code_label;
+
+/// Go's `strconv.Quote`, which `fmt`'s `%q` uses for strings: printable characters stay,
+/// `"` and `\` are escaped, the C escapes are used where they exist, other control
+/// characters become `\xNN` (`\uNNNN` above U+007F).
+pub(crate) fn quote(value: &str) -> String {
+    let mut quoted = String::with_capacity(value.len() + 2);
+    quoted.push('"');
+    for character in value.chars() {
+        match character {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            '\u{7}' => quoted.push_str("\\a"),
+            '\u{8}' => quoted.push_str("\\b"),
+            '\u{c}' => quoted.push_str("\\f"),
+            '\n' => quoted.push_str("\\n"),
+            '\r' => quoted.push_str("\\r"),
+            '\t' => quoted.push_str("\\t"),
+            '\u{b}' => quoted.push_str("\\v"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                quoted.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() => quoted.push_str(&format!("\\u{:04x}", c as u32)),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// How grpc-go prints a status error: `rpc error: code = NotFound desc = <message>`.
+/// The cri-client kruise uses returns these unchanged, so they are what kruise writes into
+/// `kill container error: <err>`.
+pub(crate) fn cri_error_text(error: &CriError) -> String {
+    match error {
+        CriError::Call { code, message, .. } => {
+            format!("rpc error: code = {} desc = {message}", code_label(*code))
+        }
+        CriError::DeadlineExceeded { .. } => {
+            "rpc error: code = DeadlineExceeded desc = context deadline exceeded".to_owned()
+        }
+        other => other.to_string(),
+    }
+}
 
 /// Go's `time.RFC3339` layout, named in parse errors.
 const RFC3339_LAYOUT: &str = "2006-01-02T15:04:05Z07:00";
@@ -347,6 +394,26 @@ mod tests {
         assert_eq!(
             error_of("\"é\""),
             r#"parsing time "\"\xc3\xa9\"" as "2006-01-02T15:04:05Z07:00": cannot parse "\"\xc3\xa9\"" as "2006""#
+        );
+    }
+
+    #[test]
+    fn strconv_quote_keeps_printable_unicode_and_escapes_controls() {
+        assert_eq!(quote("a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(quote("tab\there\n"), r#""tab\there\n""#);
+        assert_eq!(quote("\u{1}é"), "\"\\x01é\"");
+    }
+
+    #[test]
+    fn grpc_errors_read_like_grpc_go() {
+        let error = CriError::Call {
+            method: "StopContainer",
+            code: tonic::Code::NotFound,
+            message: "an error occurred when try to find container \"abc\": not found".into(),
+        };
+        assert_eq!(
+            cri_error_text(&error),
+            "rpc error: code = NotFound desc = an error occurred when try to find container \"abc\": not found"
         );
     }
 }

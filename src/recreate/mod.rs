@@ -2,4 +2,7 @@
 //! the last module; see the submodules.
 
 mod go_text;
+pub mod runtime;
+#[cfg(test)]
+mod testing;
 pub mod version;

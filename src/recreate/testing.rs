@@ -1,0 +1,57 @@
+//! Builders shared by the unit tests of this module.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::jiff::Timestamp;
+
+use super::version::{ApiVersion, CrrView, Strategy, UnreadyAcquisition};
+use crate::api::CRR_POD_UID_LABEL;
+use crate::api::shared::containerrecreaterequest::{
+    ContainerRecreateRequestContainer, ContainerRecreateRequestContainerContext,
+};
+
+/// The CRR's creation time in every builder unless said otherwise.
+pub(crate) const CREATED: &str = "2024-01-01T00:00:00Z";
+
+pub(crate) fn timestamp(value: &str) -> Timestamp {
+    value.parse().expect("test timestamps are RFC 3339")
+}
+
+/// A CRR on pod `ns/pod` (UID `pod-uid`) for containers `(name, statusContext.containerID,
+/// statusContext.restartCount)`, phase Recreating, default strategy.
+pub(crate) fn crr_with_containers(containers: &[(&str, &str, i32)]) -> CrrView {
+    CrrView {
+        version: ApiVersion::V1beta1,
+        name: "crr".into(),
+        namespace: "ns".into(),
+        uid: "crr-uid".into(),
+        resource_version: Some("1".into()),
+        creation_timestamp: Some(timestamp(CREATED)),
+        deleting: false,
+        labels: BTreeMap::from([(CRR_POD_UID_LABEL.to_owned(), "pod-uid".to_owned())]),
+        pod_name: "pod".into(),
+        containers: containers
+            .iter()
+            .map(
+                |(name, container_id, restart_count)| ContainerRecreateRequestContainer {
+                    name: (*name).to_owned(),
+                    pre_stop: None,
+                    ports: None,
+                    status_context: Some(ContainerRecreateRequestContainerContext {
+                        container_id: (*container_id).to_owned(),
+                        restart_count: *restart_count,
+                    }),
+                },
+            )
+            .collect(),
+        strategy: Strategy::default(),
+        active_deadline_seconds: None,
+        phase: "Recreating".into(),
+        completion_time: None,
+        container_recreate_states: Vec::new(),
+        states_need_rewrite: false,
+        unready_acquisition: UnreadyAcquisition::NotAcquired,
+        container_status_snapshot: Vec::new(),
+        snapshot_error: None,
+    }
+}
