@@ -1,7 +1,9 @@
 //! ContainerRecreateRequest, the daemon side (§4.4). The controller entry point comes with
 //! the last module; see the submodules.
 
+pub mod expectations;
 mod go_text;
+pub mod picking;
 pub mod runtime;
 #[cfg(test)]
 mod testing;

@@ -55,3 +55,13 @@ pub(crate) fn crr_with_containers(containers: &[(&str, &str, i32)]) -> CrrView {
         snapshot_error: None,
     }
 }
+
+/// A CRR with no containers called `name`, in `phase`, created at `created`.
+pub(crate) fn crr_named(name: &str, phase: &str, created: &str) -> CrrView {
+    let mut crr = crr_with_containers(&[]);
+    crr.name = name.into();
+    crr.uid = format!("{name}-uid");
+    crr.phase = phase.into();
+    crr.creation_timestamp = Some(timestamp(created));
+    crr
+}
