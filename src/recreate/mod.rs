@@ -5,6 +5,7 @@ pub mod expectations;
 mod go_text;
 pub mod picking;
 pub mod runtime;
+pub mod state;
 #[cfg(test)]
 mod testing;
 pub mod version;

@@ -4,11 +4,13 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::jiff::Timestamp;
 
+use super::runtime::{RuntimeContainer, RuntimeContainerState};
 use super::version::{ApiVersion, CrrView, Strategy, UnreadyAcquisition};
 use crate::api::CRR_POD_UID_LABEL;
 use crate::api::shared::containerrecreaterequest::{
     ContainerRecreateRequestContainer, ContainerRecreateRequestContainerContext,
 };
+use crate::cri::ContainerId;
 
 /// The CRR's creation time in every builder unless said otherwise.
 pub(crate) const CREATED: &str = "2024-01-01T00:00:00Z";
@@ -64,4 +66,29 @@ pub(crate) fn crr_named(name: &str, phase: &str, created: &str) -> CrrView {
     crr.phase = phase.into();
     crr.creation_timestamp = Some(timestamp(created));
     crr
+}
+
+/// A containerd container `name` with runtime ID `id`.
+pub(crate) fn runtime_container(
+    name: &str,
+    id: &str,
+    state: RuntimeContainerState,
+    restart_count: i32,
+    created_at: i64,
+) -> RuntimeContainer {
+    RuntimeContainer {
+        id: ContainerId {
+            runtime: "containerd".into(),
+            id: id.into(),
+        },
+        name: name.into(),
+        state,
+        restart_count,
+        created_at,
+        started_at: (state != RuntimeContainerState::Created).then(|| timestamp(CREATED)),
+        sandbox_id: "sandbox".into(),
+        pre_stop_handler: None,
+        pod_deletion_grace_period_seconds: None,
+        pod_termination_grace_period_seconds: None,
+    }
 }
