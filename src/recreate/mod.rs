@@ -3,6 +3,7 @@
 
 pub mod expectations;
 mod go_text;
+pub mod kill;
 pub mod picking;
 pub mod runtime;
 pub mod state;
