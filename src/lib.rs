@@ -22,4 +22,5 @@ pub mod logging;
 pub mod metrics;
 pub mod proto;
 pub mod readiness;
+pub mod recreate;
 pub mod server;
