@@ -34,6 +34,10 @@ pub struct AgentConfig {
     pub kubeconfig: Option<PathBuf>,
     /// Node-wide cap on concurrent CRI pulls.
     pub max_concurrent_pulls: usize,
+    /// kubelet `CredentialProviderConfig` (`--plugin-config-file`).
+    pub plugin_config_file: PathBuf,
+    /// Credential provider plugin binaries (`--plugin-bin-dir`).
+    pub plugin_bin_dir: PathBuf,
 }
 
 /// Why the agent could not run.
@@ -153,6 +157,16 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
                 container_recreate_request = versions.container_recreate_request.as_str(),
                 "apps.kruise.io versions chosen"
             );
+            // A broken plugin config must not stop pulls that need no plugin (§1.2 step 9).
+            let plugins = crate::credentials::plugin::CredentialPlugins::load(
+                &config.plugin_config_file,
+                &config.plugin_bin_dir,
+            )
+            .await
+            .unwrap_or_else(|error| {
+                warn!(%error, "credential provider plugins disabled");
+                crate::credentials::plugin::CredentialPlugins::none()
+            });
             let puller = crate::imagepuller::build(
                 client.clone(),
                 &config.node_name,
@@ -160,6 +174,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
                 &runtimes,
                 config.max_concurrent_pulls,
                 metrics.clone(),
+                plugins,
             );
             puller.run(node_image_check, shutdown.clone()).await;
         }

@@ -226,9 +226,6 @@ const IGNORED_FLAGS: &[&str] = &[
     "sidecarset_workers",
     "statefulset_workers",
     "cloneset_scaling_exclude_preparing_delete",
-    // Used once credential provider plugins land; accepted now so manifests keep working.
-    "plugin_config_file",
-    "plugin_bin_dir",
 ];
 
 /// The ignored flags the user actually set on the command line, as `--name` strings.

@@ -64,6 +64,8 @@ fn run_agent(args: cli::AgentArgs, matches: &clap::ArgMatches) -> anyhow::Result
             .ok()
             .filter(|n| *n > 0)
             .unwrap_or(kruised::cli::DEFAULT_MAX_CONCURRENT_PULLS),
+        plugin_config_file: args.plugin_config_file.clone(),
+        plugin_bin_dir: args.plugin_bin_dir.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         // A node agent should not claim every core of the node.

@@ -363,7 +363,8 @@ impl Puller {
     ) -> TagWork {
         let _ = spec;
         let policy = tag_spec.pull_policy.clone().unwrap_or_default();
-        let mut reference = worker::pull_reference(image, &tag_spec.tag);
+        let mut reference =
+            crate::imageref::pull_reference(image, &tag_spec.tag).map_err(|e| e.to_string());
         if index >= MAX_IMAGES {
             reference = Err(format!(
                 "NodeImage {} has {} images; at most {MAX_IMAGES} are allowed",

@@ -31,6 +31,7 @@ pub fn build(
     runtimes: &RuntimeSet,
     max_concurrent_pulls: usize,
     metrics: Arc<Metrics>,
+    plugins: crate::credentials::plugin::CredentialPlugins,
 ) -> controller::Puller {
     let runtime = runtimes.primary().clone();
     let progress = (runtime.info().name == "containerd")
@@ -46,7 +47,10 @@ pub fn build(
         "kruise-daemon-imagepuller",
         node_name,
     ));
-    let credentials = credentials::resolver_factory(client.clone());
+    let credentials = credentials::resolver_factory(
+        Arc::new(credentials::SecretSource::new(client.clone())),
+        crate::credentials::Credentials::new(plugins),
+    );
     controller::Puller::new(
         client,
         controller::PullerConfig::new(node_name, version),

@@ -12,28 +12,10 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared, WeakShared};
 use tokio::sync::{Semaphore, watch};
 
+use crate::credentials::AuthConfig;
 use crate::cri::{CriClient, CriError};
 use crate::metrics::ImagePullMetrics;
 use crate::proto::runtime::v1 as cri;
-
-/// Username and password for one registry, as sent in CRI `AuthConfig` (§3.5: only these
-/// two fields are ever sent). Debug never shows the password.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct RegistryAuth {
-    /// User name.
-    pub username: String,
-    /// Password or token.
-    pub password: String,
-}
-
-impl std::fmt::Debug for RegistryAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryAuth")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
 
 /// What one pull needs.
 #[derive(Debug, Clone)]
@@ -41,7 +23,7 @@ pub struct PullSpec {
     /// The reference passed to CRI (`name:tag` or `name@sha256:…`).
     pub reference: String,
     /// Credentials, or anonymous.
-    pub auth: Option<RegistryAuth>,
+    pub auth: Option<AuthConfig>,
     /// The sandbox config sent along (labels, annotations; §3.5).
     pub sandbox: cri::PodSandboxConfig,
     /// Deadline of the CRI call once it has started.
@@ -70,7 +52,7 @@ struct Entry {
 pub struct Pulls {
     cri: CriClient,
     slots: Arc<Semaphore>,
-    inflight: Mutex<HashMap<(String, Option<RegistryAuth>), Entry>>,
+    inflight: Mutex<HashMap<(String, Option<AuthConfig>), Entry>>,
     metrics: ImagePullMetrics,
     progress: Option<super::progress::ProgressSource>,
 }
@@ -101,7 +83,10 @@ impl Pulls {
     /// starts a new one. Dropping every handle of a pull cancels its CRI call.
     pub fn pull(&self, spec: PullSpec) -> PullHandle {
         // `nginx:1` and `docker.io/library/nginx:1` are one image: one pull.
-        let key = (super::worker::normalize(&spec.reference), spec.auth.clone());
+        let normalised = crate::imageref::ImageReference::parse(&spec.reference)
+            .map(|r| r.with_default_tag().to_string())
+            .unwrap_or_else(|_| spec.reference.clone());
+        let key = (normalised, spec.auth.clone());
         let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = inflight.get(&key)
             && let Some(result) = entry.result.upgrade()
@@ -130,8 +115,8 @@ impl Pulls {
             let request = cri::PullImageRequest {
                 image: Some(crate::cri::client::image_spec(&spec.reference)),
                 auth: spec.auth.as_ref().map(|auth| cri::AuthConfig {
-                    username: auth.username.clone(),
-                    password: auth.password.clone(),
+                    username: auth.username().to_string(),
+                    password: auth.password().to_string(),
                     ..Default::default()
                 }),
                 sandbox_config: Some(spec.sandbox.clone()),

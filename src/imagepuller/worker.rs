@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::pulls::{PullSpec, Pulls, RegistryAuth};
+use super::pulls::{PullSpec, Pulls};
 use crate::api::ImagePullPhase;
 use crate::api::shared::nodeimage::ImageTagStatus;
 use crate::backoff::Backoff;
+use crate::credentials::AuthConfig;
 use crate::cri::{CriError, PullFailure};
 use tracing::debug;
 
@@ -25,7 +26,7 @@ pub const DEFAULT_BACKOFF_LIMIT: u32 = 3;
 
 /// Resolves the credentials to try for a reference: empty means anonymous.
 pub type CredentialResolver =
-    Arc<dyn Fn(String) -> BoxFuture<'static, Result<Vec<RegistryAuth>, String>> + Send + Sync>;
+    Arc<dyn Fn(String) -> BoxFuture<'static, Result<Vec<AuthConfig>, String>> + Send + Sync>;
 
 /// Everything one tag's worker needs, captured when it starts.
 #[derive(Clone)]
@@ -72,58 +73,16 @@ pub fn tag_status(work: &TagWork, phase: ImagePullPhase) -> ImageTagStatus {
     }
 }
 
-/// Whether `images` already holds `reference` (RepoTags and RepoDigests normalised).
-fn present(images: &[cri::Image], reference: &str) -> Option<String> {
-    let wanted = normalize(reference);
+/// The ID of the image in `images` that is `key` + `tag`, RepoTags (or, for a digest,
+/// RepoDigests) compared by familiar name (`docker.io/library/nginx:1` ≡ `nginx:1`).
+fn present(images: &[cri::Image], key: &str, tag: &str) -> Option<String> {
     images
         .iter()
         .find(|image| {
-            image
-                .repo_tags
-                .iter()
-                .chain(image.repo_digests.iter())
-                .any(|r| normalize(r) == wanted)
+            crate::imageref::repo_tags_contain(&image.repo_tags, key, tag)
+                || crate::imageref::repo_digests_contain(&image.repo_digests, key, tag)
         })
         .map(|image| image.id.clone())
-}
-
-/// The reference passed to CRI for a NodeImage image key and tag: `key:tag`, or
-/// `key@sha256:…` for a digest "tag" (kruise builds `key:sha256:…`, which fails).
-pub fn pull_reference(image: &str, tag: &str) -> Result<String, String> {
-    if image.is_empty() || tag.is_empty() {
-        return Err(format!(
-            "invalid image reference {image:?} with tag {tag:?}: name and tag are required"
-        ));
-    }
-    if let Some(hex) = tag.strip_prefix("sha256:") {
-        if hex.len() != 64
-            || !hex
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        {
-            return Err(format!(
-                "invalid image reference {image}@{tag}: invalid digest"
-            ));
-        }
-        return Ok(format!("{image}@{tag}"));
-    }
-    let valid_tag = tag.len() <= 128
-        && tag
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && tag
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
-    let valid_name = image
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/:".contains(&b));
-    if !valid_tag || !valid_name {
-        return Err(format!(
-            "invalid image reference {image}:{tag}: invalid reference format"
-        ));
-    }
-    Ok(format!("{image}:{tag}"))
 }
 
 /// The Succeeded status: `imageID` is `<key>@<CRI image id>` (§3.5).
@@ -142,27 +101,6 @@ fn pulling(work: &TagWork, start_time: &Option<Time>, progress: u8) -> ImageTagS
     status.start_time = start_time.clone();
     status.progress = Some(progress.into());
     status
-}
-
-/// `nginx:1` → `docker.io/library/nginx:1`, as docker's `ParseNormalizedNamed`.
-pub(crate) fn normalize(reference: &str) -> String {
-    let (name, suffix) = match reference.find('@') {
-        Some(at) => (&reference[..at], &reference[at..]),
-        None => match (reference.rfind(':'), reference.rfind('/')) {
-            (Some(colon), slash) if slash.is_none_or(|s| colon > s) => {
-                (&reference[..colon], &reference[colon..])
-            }
-            _ => (reference, ":latest"),
-        },
-    };
-    let full = match name.split_once('/') {
-        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-            name.to_string()
-        }
-        Some(_) => format!("docker.io/{name}"),
-        None => format!("docker.io/library/{name}"),
-    };
-    format!("{full}{suffix}")
 }
 
 /// Runs the worker; `report` receives every intermediate status (Pulling, progress), and
@@ -206,7 +144,7 @@ pub async fn run(
         if work.if_not_present {
             match pulls.cri().list_images(None).await {
                 Ok(images) => {
-                    if let Some(id) = present(&images, &reference) {
+                    if let Some(id) = present(&images, &work.image, &work.tag) {
                         return succeeded(&work, start_time, &id);
                     }
                 }
@@ -219,7 +157,7 @@ pub async fn run(
             // A bad or missing Secret cannot fix itself by retrying the pull.
             Err(message) => return fail(start_time, message),
         };
-        let candidates: Vec<Option<RegistryAuth>> = if auths.is_empty() {
+        let candidates: Vec<Option<AuthConfig>> = if auths.is_empty() {
             vec![None]
         } else {
             auths.into_iter().map(Some).collect()

@@ -45,6 +45,7 @@ impl Bed {
             &runtimes,
             max_concurrent,
             metrics.clone(),
+            kruised::credentials::plugin::CredentialPlugins::none(),
         );
         let readiness = Readiness::new();
         let check = readiness.register("nodeImageInformerSynced");
@@ -481,4 +482,101 @@ async fn bad_input_gets_precise_messages_and_does_not_block_good_tags() {
             .contains("invalid reference format"),
         "{upper}"
     );
+}
+
+async fn pull_secret(bed: &Bed, name: &str, docker_config_json: &[u8]) {
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    let namespaces: Api<Namespace> = Api::all(bed.server.client());
+    let namespace: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "kruise-daemon-config"}})).unwrap();
+    let _ = namespaces.create(&PostParams::default(), &namespace).await;
+    let secrets: Api<Secret> = Api::namespaced(bed.server.client(), "kruise-daemon-config");
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/dockerconfigjson".into()),
+        data: Some(
+            [(
+                ".dockerconfigjson".to_string(),
+                k8s_openapi::ByteString(docker_config_json.to_vec()),
+            )]
+            .into_iter()
+            .collect(),
+        ),
+        ..Default::default()
+    };
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
+fn with_secret(name: &str) -> Value {
+    json!([{"namespace": "kruise-daemon-config", "name": name, "mode": "batch"}])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn htpasswd_registry_with_right_wrong_and_missing_credentials() {
+    let env = TestEnv::get();
+    let bed = Bed::start("puller-auth", 2).await;
+    let registry = env.registry_auth();
+    let config = |password: &str| {
+        json!({"auths": {registry: {"username": env.var("REGISTRY_USER"), "password": password}}})
+            .to_string()
+    };
+    pull_secret(
+        &bed,
+        "right",
+        config(env.var("REGISTRY_PASSWORD")).as_bytes(),
+    )
+    .await;
+    pull_secret(&bed, "wrong", config("not-the-password").as_bytes()).await;
+    pull_secret(&bed, "broken", b"{not json").await;
+    let right = format!("{registry}/test/busybox");
+    bed.create(json!({
+        right.clone(): {"pullSecrets": with_secret("right"), "tags": [tag("1", 1, policy())]},
+    }))
+    .await;
+    bed.tag_status(&right, "1", "authenticated pull", |t| {
+        t["phase"] == "Succeeded"
+    })
+    .await;
+    for (secret, expected) in [
+        (Some("wrong"), "401 Unauthorized"),
+        (None, "401 Unauthorized"),
+        (
+            Some("broken"),
+            "failed to parse secret kruise-daemon-config/broken",
+        ),
+        (
+            Some("absent"),
+            "pull secret kruise-daemon-config/absent not found",
+        ),
+    ] {
+        let mut image = json!({"tags": [tag("1", 2, policy())]});
+        if let Some(secret) = secret {
+            image["pullSecrets"] = with_secret(secret);
+        }
+        bed.set_images(json!({right.clone(): image})).await;
+        let failed = bed
+            .tag_status(&right, "1", &format!("failure with {secret:?}"), |t| {
+                t["phase"] == "Failed" && t["version"] == 2
+            })
+            .await;
+        let message = failed["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{secret:?}: {message}");
+        assert!(
+            !message.contains(env.var("REGISTRY_PASSWORD")),
+            "secrets never reach the status"
+        );
+        // Reset for the next case: drop the tag so version 2 can be written again.
+        bed.set_images(json!(null)).await;
+        let start = Instant::now();
+        while !bed.status().await["imageStatuses"].is_null() {
+            assert!(start.elapsed() < Duration::from_secs(30));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }

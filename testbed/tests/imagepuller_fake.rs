@@ -56,6 +56,7 @@ async fn pulls_are_capped_node_wide_and_identical_references_share_one_pull() {
         &runtimes,
         2,
         metrics,
+        kruised::credentials::plugin::CredentialPlugins::none(),
     );
     let readiness = Readiness::new();
     let (_trigger, shutdown) = kruised::agent::shutdown_channel();
