@@ -459,7 +459,7 @@ async fn bad_input_gets_precise_messages_and_does_not_block_good_tags() {
         bad["message"]
             .as_str()
             .unwrap()
-            .contains("invalid reference format"),
+            .contains("invalid tag \"Bad Tag!\""),
         "{bad}"
     );
     let negative = bed
@@ -479,7 +479,7 @@ async fn bad_input_gets_precise_messages_and_does_not_block_good_tags() {
         upper["message"]
             .as_str()
             .unwrap()
-            .contains("invalid reference format"),
+            .contains("invalid image reference \"UPPER/Case:1\""),
         "{upper}"
     );
 }
