@@ -2,4 +2,5 @@
 //! a kubelet stand-in on real containerd, and fault injection. Dev-only.
 #![forbid(unsafe_code)]
 pub mod apiserver;
+pub mod fakecri;
 pub mod proxy;
