@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 pub mod apiserver;
 pub mod env;
+pub mod fakecri;
 pub mod kubelet;
 pub mod proxy;
 pub mod testenv;

@@ -4,6 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::FakeCri;
 use super::calls::Call;
+use super::content_pull::Attempt;
 use super::reference::{ImageReference, quote};
 use super::scripts::PullResult;
 use super::server::Dispatch;
@@ -70,11 +71,29 @@ impl ImageService for FakeImageService {
         let pull = PullInFlight::start(&self.0.fake);
         self.0.pull_gate().await?;
         self.0.sleep(script.duration).await?;
+        let image = script.image_for(&reference);
+        // Held until the image is stored, so that what this attempt wrote is collected
+        // if it fails or is cancelled, and pinned by the image if it succeeds.
+        let mut attempt = None;
+        if let (Some(image), Some(progress)) = (&image, &script.progress)
+            && !script.result.fails_resolving()
+        {
+            let content = attempt.insert(Attempt::begin(&self.0.fake));
+            content.commit_metadata(image);
+            content.fetch_layers(&self.0, image, progress).await?;
+            if script.result == PullResult::Ok {
+                content.unpack(&self.0, image, progress).await?;
+            }
+        }
         if let Some(status) = script.result.to_status(&reference) {
             pull.end(&script.result);
             return Err(status);
         }
-        let image_ref = self.0.lock().add_image(&reference);
+        let image_ref = match &image {
+            Some(image) => self.0.lock().add_pulled_image(&reference, image),
+            None => self.0.lock().add_image(&reference),
+        };
+        drop(attempt);
         pull.end(&script.result);
         Ok(Response::new(v1::PullImageResponse { image_ref }))
     }

@@ -15,19 +15,30 @@
 //! * the faults: failures, latency and unavailability per method
 //!   ([`FakeCri::fail_next`]), scripted pulls ([`FakeCri::script_pull`]) with a gate and
 //!   concurrency counters ([`FakeCri::hold_pulls`], [`FakeCri::max_concurrent_pulls`]),
-//!   scripted execs ([`FakeCri::script_exec`]) and stop behaviours ([`StopBehaviour`]).
+//!   scripted execs ([`FakeCri::script_exec`]) and stop behaviours ([`StopBehaviour`]);
+//! * pull progress: on the same socket, as containerd does, the fake serves containerd's
+//!   `content.v1.Content` (`Info`, `Read`, `ListStatuses`, and `List`) and
+//!   `version.v1.Version`. A pull scripted with layers ([`PullScript::layers`]) writes
+//!   real OCI manifest JSON and shows per-layer ingests growing at the scripted rate,
+//!   at most three at a time, the way spec/pull-progress.md measured containerd 1.6;
+//!   [`FakeCri::scripted_image`] tells a test the digests and sizes to expect.
 //!
 //! Where the fake knowingly departs from containerd 1.6: ids are never looked up by
 //! prefix; lists come back in creation order (containerd's order is a map's);
 //! [`StopBehaviour::KilledAtOnce`], the default, does not wait out grace periods.
 
 mod calls;
+mod containerd_services;
+mod content;
+mod content_pull;
+mod filters;
 mod image_service;
 mod kubelet;
 mod reference;
 mod runtime_service;
 mod scripts;
 mod server;
+mod sha256;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -37,10 +48,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tonic::{Code, Status};
 
 pub use calls::{Call, IntoMethod, Method, UnknownMethod};
+pub use content::{CRI_NAMESPACE, Descriptor, NAMESPACE_HEADER, ScriptedImage};
 pub use kubelet::{
     CONTAINER_HASH_ANNOTATION, CONTAINER_NAME_LABEL, CONTAINER_PORTS_ANNOTATION,
     CONTAINER_PRE_STOP_HANDLER_ANNOTATION, CONTAINER_RESTART_COUNT_ANNOTATION, FakePod,
@@ -48,9 +60,13 @@ pub use kubelet::{
     POD_NAMESPACE_LABEL, POD_TERMINATION_GRACE_PERIOD_ANNOTATION, POD_UID_LABEL,
     TERMINATION_MESSAGE_PATH_ANNOTATION, TERMINATION_MESSAGE_POLICY_ANNOTATION,
 };
-pub use scripts::{ExecScript, PullResult, PullScript, PullStats, StopBehaviour};
+pub use scripts::{
+    DEFAULT_BYTES_PER_SECOND, DEFAULT_MAX_CONCURRENT_DOWNLOADS, ExecScript, PullProgressScript,
+    PullResult, PullScript, PullStats, StopBehaviour,
+};
 pub use server::{FakeCriError, FakeCriHandle};
 
+use crate::proto::containerd::services::content::v1 as content_v1;
 use crate::proto::runtime::v1;
 use calls::Failure;
 use reference::ImageReference;
@@ -83,6 +99,9 @@ struct Shared {
     state: Mutex<State>,
     /// `true` while pulls may proceed; see [`FakeCri::hold_pulls`].
     pull_gate: watch::Sender<bool>,
+    /// Woken whenever a blob is committed or an ingest ends, for pulls waiting on
+    /// another pull's ingest of the same layer.
+    content_changed: Notify,
 }
 
 /// Builds a [`FakeCri`] with settings other than the defaults.
@@ -97,6 +116,7 @@ impl Default for FakeCriBuilder {
             config: Config {
                 runtime_name: DEFAULT_RUNTIME_NAME.to_owned(),
                 runtime_version: DEFAULT_RUNTIME_VERSION.to_owned(),
+                containerd_revision: String::new(),
                 sandbox_image: DEFAULT_SANDBOX_IMAGE.to_owned(),
                 pod_ip: DEFAULT_POD_IP.to_owned(),
                 image_fs_mountpoint: DEFAULT_IMAGE_FS_MOUNTPOINT.to_owned(),
@@ -117,6 +137,15 @@ impl FakeCriBuilder {
     #[must_use]
     pub fn runtime_version(mut self, version: impl Into<String>) -> Self {
         self.config.runtime_version = version.into();
+        self
+    }
+
+    /// The `revision` containerd's own `Version` service reports (its `version` is the
+    /// runtime version). Empty by default: the test environment's value was not
+    /// recorded.
+    #[must_use]
+    pub fn containerd_revision(mut self, revision: impl Into<String>) -> Self {
+        self.config.containerd_revision = revision.into();
         self
     }
 
@@ -152,6 +181,7 @@ impl FakeCriBuilder {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::new(self.config, salt)),
                 pull_gate: watch::Sender::new(true),
+                content_changed: Notify::new(),
             }),
         }
     }
@@ -227,6 +257,29 @@ impl FakeCri {
     pub fn script_pull_once(&self, reference: &str, script: PullScript) {
         self.lock()
             .script_pull(pull_script_key(reference), script, true);
+    }
+
+    /// The content the next pull of `reference` will write, from the script it will
+    /// follow; `None` when that script models no content. This is how a test learns the
+    /// digests and sizes a progress computer should find, including
+    /// [`ScriptedImage::resolved_digest`], the digest a registry's
+    /// `Docker-Content-Digest` header would give for the tag.
+    pub fn scripted_image(&self, reference: &str) -> Option<ScriptedImage> {
+        let reference = ImageReference::parse_normalized(reference).ok()?;
+        self.lock()
+            .peek_pull_script(&reference)
+            .image_for(&reference)
+    }
+
+    /// The in-flight writes of the `k8s.io` content store, as `Content/ListStatuses`
+    /// reports them.
+    pub fn content_statuses(&self) -> Vec<content_v1::Status> {
+        self.lock().content.statuses()
+    }
+
+    /// A committed blob of the `k8s.io` content store, as `Content/Info` reports it.
+    pub fn content_info(&self, digest: &str) -> Option<content_v1::Info> {
+        self.lock().content.info(digest)
     }
 
     /// Forgets all pull scripts: pulls succeed at once again.

@@ -15,9 +15,12 @@ use tonic::transport::Server;
 
 use super::FakeCri;
 use super::calls::Call;
+use super::containerd_services::{FakeContentService, FakeVersionService};
 use super::image_service::FakeImageService;
 use super::runtime_service::FakeRuntimeService;
 use super::state::State;
+use crate::proto::containerd::services::content::v1::content_server::ContentServer;
+use crate::proto::containerd::services::version::v1::version_server::VersionServer;
 use crate::proto::runtime::v1::image_service_server::ImageServiceServer;
 use crate::proto::runtime::v1::runtime_service_server::RuntimeServiceServer;
 
@@ -110,7 +113,9 @@ fn remove_socket(path: &Path) {
     }
 }
 
-/// Binds `path` (replacing a stale socket, as containerd does) and serves both services.
+/// Binds `path` (replacing a stale socket, as containerd does) and serves the CRI
+/// services and, on the same socket as containerd does, its content and version
+/// services.
 pub(crate) fn serve_unix(fake: &FakeCri, path: &Path) -> Result<FakeCriHandle, FakeCriError> {
     let bind_error = |source| FakeCriError::Bind {
         path: path.to_owned(),
@@ -130,12 +135,16 @@ pub(crate) fn serve_unix(fake: &FakeCri, path: &Path) -> Result<FakeCriHandle, F
         stopping: stopping.clone(),
     };
     let runtime_service = RuntimeServiceServer::new(FakeRuntimeService(dispatch.clone()));
-    let image_service = ImageServiceServer::new(FakeImageService(dispatch));
+    let image_service = ImageServiceServer::new(FakeImageService(dispatch.clone()));
+    let content_service = ContentServer::new(FakeContentService(dispatch.clone()));
+    let version_service = VersionServer::new(FakeVersionService(dispatch));
     let mut shutdown = stopping;
     let server = tokio::spawn(
         Server::builder()
             .add_service(runtime_service)
             .add_service(image_service)
+            .add_service(content_service)
+            .add_service(version_service)
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
                 // A dropped sender also ends the wait, and so the server.
                 let _stopped = shutdown.wait_for(|stop| *stop).await.is_ok();
@@ -152,7 +161,7 @@ pub(crate) fn serve_unix(fake: &FakeCri, path: &Path) -> Result<FakeCriHandle, F
     })
 }
 
-/// What the two services share: the fake, and a signal that their server is stopping.
+/// What the services share: the fake, and a signal that their server is stopping.
 #[derive(Debug, Clone)]
 pub(crate) struct Dispatch {
     pub(crate) fake: FakeCri,
@@ -186,14 +195,35 @@ impl Dispatch {
         }
     }
 
+    /// What a containerd service call does first: fail while the runtime is
+    /// unavailable. containerd calls are not recorded, because a progress poller makes
+    /// hundreds of them and [`super::Call`] holds CRI requests only.
+    pub(crate) fn begin_containerd(&self) -> Result<(), Status> {
+        if self.lock().faults.unavailable {
+            return Err(Status::unavailable("fake CRI runtime is unavailable"));
+        }
+        Ok(())
+    }
+
     /// Waits `duration`, or fails with UNAVAILABLE as soon as the server stops.
     pub(crate) async fn sleep(&self, duration: Duration) -> Result<(), Status> {
         if duration.is_zero() {
             return Ok(());
         }
+        self.until_stopped(tokio::time::sleep(duration)).await
+    }
+
+    /// Waits until `deadline`, or fails with UNAVAILABLE as soon as the server stops.
+    pub(crate) async fn sleep_until(&self, deadline: tokio::time::Instant) -> Result<(), Status> {
+        self.until_stopped(tokio::time::sleep_until(deadline)).await
+    }
+
+    /// Runs `future` to completion, or fails with UNAVAILABLE as soon as the server
+    /// stops.
+    pub(crate) async fn until_stopped<F: Future>(&self, future: F) -> Result<F::Output, Status> {
         let mut stopping = self.stopping.clone();
         tokio::select! {
-            () = tokio::time::sleep(duration) => Ok(()),
+            output = future => Ok(output),
             _ = stopping.wait_for(|stop| *stop) => Err(shutting_down()),
         }
     }

@@ -5,13 +5,14 @@
 //! `runtime_service` and `image_service` do the waiting (latency, slow pulls, grace
 //! periods) outside it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tonic::Status;
 
 use super::calls::{Call, Faults};
+use super::content::{ContentStore, ScriptedImage};
 use super::reference::{self, ImageReference, fake_digest, quote};
 use super::scripts::{ExecScript, PullScript, PullStats, SIGKILL_EXIT_CODE, StopBehaviour};
 use crate::proto::runtime::v1;
@@ -24,6 +25,7 @@ const START_ERROR_EXIT_CODE: i32 = 128;
 pub(crate) struct Config {
     pub(crate) runtime_name: String,
     pub(crate) runtime_version: String,
+    pub(crate) containerd_revision: String,
     pub(crate) sandbox_image: String,
     pub(crate) pod_ip: String,
     pub(crate) image_fs_mountpoint: String,
@@ -41,6 +43,8 @@ pub(crate) struct State {
     pull_scripts: HashMap<String, PullScripts>,
     exec_scripts: HashMap<(String, Vec<String>), ExecScript>,
     pub(crate) pulls: PullStats,
+    /// containerd's content store in the `k8s.io` namespace.
+    pub(crate) content: ContentStore,
     /// The last timestamp handed out, so that no two objects share a creation time.
     last_timestamp: i64,
     /// How many ids have been handed out.
@@ -62,6 +66,9 @@ struct ImageRecord {
     repo_tags: Vec<String>,
     repo_digests: Vec<String>,
     size: u64,
+    /// The content-store blobs the image keeps from garbage collection: empty for an
+    /// image whose pull modelled no content.
+    content: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +139,7 @@ impl State {
             pull_scripts: HashMap::new(),
             exec_scripts: HashMap::new(),
             pulls: PullStats::default(),
+            content: ContentStore::default(),
             last_timestamp: 0,
             issued_ids: 0,
             salt,
@@ -178,6 +186,7 @@ impl State {
                     repo_digests: Vec::new(),
                     // Some plausible size between 1 and 51 MB (CRI requires > 0).
                     size: 1_000_000 + reference::fnv1a64(id.as_bytes(), 0) % 50_000_000,
+                    content: Vec::new(),
                 });
                 self.images.len() - 1
             }
@@ -192,6 +201,61 @@ impl State {
             image.repo_digests.push(repo_digest);
         }
         id
+    }
+
+    /// Stores the image a pull with modelled content brought in: its id is the config
+    /// digest and its repo digest the digest the tag resolved to, as with containerd.
+    pub(crate) fn add_pulled_image(
+        &mut self,
+        reference: &ImageReference,
+        image: &ScriptedImage,
+    ) -> String {
+        let id = image.config.digest.clone();
+        let repo_digest = format!("{}@{}", reference.repository(), image.resolved_digest());
+        let repo_tag = reference.digest().is_none().then(|| reference.to_string());
+        // A tag moves to the image it now resolves to; the old image stays, reachable by
+        // its digest and id, as in containerd's CRI image store.
+        if let Some(repo_tag) = &repo_tag {
+            for other in self.images.iter_mut().filter(|other| other.id != id) {
+                other.repo_tags.retain(|tag| tag != repo_tag);
+            }
+        }
+        let index = match self.images.iter().position(|stored| stored.id == id) {
+            Some(index) => index,
+            None => {
+                self.images.push(ImageRecord {
+                    id: id.clone(),
+                    repo_tags: Vec::new(),
+                    repo_digests: Vec::new(),
+                    size: image.image_size(),
+                    content: Vec::new(),
+                });
+                self.images.len() - 1
+            }
+        };
+        let stored = &mut self.images[index];
+        if let Some(repo_tag) = repo_tag
+            && !stored.repo_tags.contains(&repo_tag)
+        {
+            stored.repo_tags.push(repo_tag);
+        }
+        if !stored.repo_digests.contains(&repo_digest) {
+            stored.repo_digests.push(repo_digest);
+        }
+        for blob in image.blobs() {
+            if !stored.content.contains(&blob.digest) {
+                stored.content.push(blob.digest.clone());
+            }
+        }
+        id
+    }
+
+    /// The blobs stored images keep from garbage collection.
+    pub(crate) fn pinned_content(&self) -> BTreeSet<String> {
+        self.images
+            .iter()
+            .flat_map(|image| image.content.iter().cloned())
+            .collect()
     }
 
     /// containerd's `localResolve`: a full `sha256:` id, else a tag or digest reference
@@ -237,6 +301,10 @@ impl State {
             return false;
         };
         self.images.retain(|image| image.id != id);
+        // containerd's garbage collector then drops the image's content, which is what
+        // pull-progress.md's reset between runs relied on.
+        let pinned = self.pinned_content();
+        self.content.collect_garbage(&pinned);
         true
     }
 
@@ -275,6 +343,15 @@ impl State {
 
     pub(crate) fn clear_pull_scripts(&mut self) {
         self.pull_scripts.clear();
+    }
+
+    /// The script the next pull of `reference` will follow, left in place.
+    pub(crate) fn peek_pull_script(&self, reference: &ImageReference) -> PullScript {
+        self.pull_scripts
+            .get(&reference.to_string())
+            .and_then(|scripts| scripts.once.front().or(scripts.always.as_ref()))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The script the next pull of `reference` follows: a one-shot script if any is

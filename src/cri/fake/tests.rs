@@ -1186,3 +1186,663 @@ async fn a_restarted_server_keeps_its_world_and_shutdown_ends_waiting_calls() ->
     assert!(UnixStream::connect(&socket).await.is_err());
     Ok(())
 }
+
+// ---- containerd's content and version services ---------------------------------------
+
+mod content_service {
+    //! A progress poller's view of scripted pulls through containerd's content service,
+    //! checked against what spec/pull-progress.md measured.
+
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use tonic::metadata::MetadataValue;
+
+    use super::*;
+    use crate::proto::containerd::services::content::v1 as content;
+    use crate::proto::containerd::services::content::v1::content_client::ContentClient;
+    use crate::proto::containerd::services::version::v1::version_client::VersionClient;
+
+    const MIB: u64 = 1 << 20;
+
+    /// A request in containerd namespace `namespace` (none for `None`).
+    fn in_namespace<T>(message: T, namespace: Option<&str>) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(namespace) = namespace
+            && let Ok(value) = MetadataValue::try_from(namespace)
+        {
+            request.metadata_mut().insert(NAMESPACE_HEADER, value);
+        }
+        request
+    }
+
+    fn cri<T>(message: T) -> tonic::Request<T> {
+        in_namespace(message, Some(CRI_NAMESPACE))
+    }
+
+    async fn statuses(
+        client: &mut ContentClient<Channel>,
+        namespace: Option<&str>,
+        filters: &[String],
+    ) -> Result<Vec<content::Status>, tonic::Status> {
+        let request = content::ListStatusesRequest {
+            filters: filters.to_vec(),
+        };
+        Ok(client
+            .list_statuses(in_namespace(request, namespace))
+            .await?
+            .into_inner()
+            .statuses)
+    }
+
+    async fn info(
+        client: &mut ContentClient<Channel>,
+        digest: &str,
+    ) -> Result<content::Info, tonic::Status> {
+        let request = content::InfoRequest {
+            digest: digest.to_owned(),
+        };
+        client
+            .info(cri(request))
+            .await?
+            .into_inner()
+            .info
+            .ok_or_else(|| tonic::Status::internal("no info"))
+    }
+
+    /// `Read` as (offset, bytes) messages.
+    async fn read(
+        client: &mut ContentClient<Channel>,
+        digest: &str,
+        offset: i64,
+        size: i64,
+    ) -> Result<Vec<(i64, Vec<u8>)>, tonic::Status> {
+        let request = content::ReadContentRequest {
+            digest: digest.to_owned(),
+            offset,
+            size,
+        };
+        let mut stream = client.read(cri(request)).await?.into_inner();
+        let mut messages = Vec::new();
+        while let Some(message) = stream.message().await? {
+            messages.push((message.offset, message.data));
+        }
+        Ok(messages)
+    }
+
+    /// `Content/List`, through the generated client.
+    async fn list(
+        channel: Channel,
+        namespace: &str,
+        filters: &[&str],
+    ) -> anyhow::Result<Vec<content::Info>> {
+        let request = content::ListContentRequest {
+            filters: filters.iter().map(|filter| (*filter).to_owned()).collect(),
+        };
+        let mut stream = ContentClient::new(channel)
+            .list(in_namespace(request, Some(namespace)))
+            .await?
+            .into_inner();
+        let mut infos = Vec::new();
+        while let Some(batch) = stream.message().await? {
+            infos.extend(batch.info);
+        }
+        Ok(infos)
+    }
+
+    /// The `sha256:<hex>` at the end of a ref, parsed as pull-progress.md advises.
+    fn ref_digest(reference: &str) -> &str {
+        reference
+            .rfind("sha256:")
+            .map_or(reference, |start| &reference[start..])
+    }
+
+    /// What one poll of a scripted pull saw.
+    #[derive(Debug)]
+    struct Poll {
+        pull_in_flight: bool,
+        statuses: Vec<content::Status>,
+        committed_layers: usize,
+    }
+
+    /// Polls ListStatuses (and Info for each layer) every 10 ms until `pull` ends.
+    async fn poll_during(
+        client: &mut ContentClient<Channel>,
+        layers: &[Descriptor],
+        pull: &tokio::task::JoinHandle<
+            Result<tonic::Response<v1::PullImageResponse>, tonic::Status>,
+        >,
+    ) -> anyhow::Result<Vec<Poll>> {
+        let started = Instant::now();
+        let mut polls = Vec::new();
+        loop {
+            let pull_in_flight = !pull.is_finished();
+            let statuses = statuses(client, Some(CRI_NAMESPACE), &[]).await?;
+            let mut committed_layers = 0;
+            for layer in layers {
+                committed_layers += usize::from(info(client, &layer.digest).await.is_ok());
+            }
+            polls.push(Poll {
+                pull_in_flight,
+                statuses,
+                committed_layers,
+            });
+            if !pull_in_flight {
+                return Ok(polls);
+            }
+            anyhow::ensure!(started.elapsed() < DEADLINE, "the pull did not end");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_four_layer_pull_shows_three_growing_ingests_at_most_that_vanish_when_committed()
+    -> anyhow::Result<()> {
+        let fake = FakeCri::new();
+        let image_name = "127.0.0.1:5000/test/many:1";
+        let sizes = [3 * MIB, 2 * MIB, 4 * MIB, 2 * MIB + 12_345];
+        fake.script_pull(
+            image_name,
+            PullScript::succeed_after(Duration::from_millis(20))
+                .layers(sizes)
+                .bytes_per_second(40 * MIB)
+                .unpack_taking(Duration::from_millis(150)),
+        );
+        let image = fake
+            .scripted_image(image_name)
+            .context("the script models content")?;
+        let harness = Harness::start(fake.clone()).await?;
+        let mut client = ContentClient::new(connect(harness.handle.path()).await?);
+
+        let pull = tokio::spawn({
+            let mut images = harness.images.clone();
+            async move { images.pull_image(pull_request(image_name)).await }
+        });
+        let polls = poll_during(&mut client, &image.layers, &pull).await?;
+        let image_ref = pull.await??.into_inner().image_ref;
+        assert_eq!(
+            image_ref, image.config.digest,
+            "the image id is the config digest"
+        );
+
+        // Every layer was seen, under `layer-<digest>`, with its manifest size as total.
+        let sizes_by_ref: BTreeMap<String, u64> = image
+            .layers
+            .iter()
+            .map(|layer| (format!("layer-{}", layer.digest), layer.size))
+            .collect();
+        let seen: BTreeSet<&str> = polls
+            .iter()
+            .flat_map(|poll| poll.statuses.iter().map(|status| status.r#ref.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            sizes_by_ref
+                .keys()
+                .map(String::as_str)
+                .collect::<BTreeSet<_>>()
+        );
+
+        // At most three at once, and three at some point.
+        let most = polls.iter().map(|poll| poll.statuses.len()).max();
+        assert_eq!(most, Some(3));
+
+        // Per ref: offsets never go down and grow in 1 MiB steps; total and started_at
+        // never change; once gone, a status never comes back and the layer is committed.
+        let mut last: BTreeMap<&str, &content::Status> = BTreeMap::new();
+        let mut gone: BTreeSet<&str> = BTreeSet::new();
+        for poll in &polls {
+            let present: BTreeSet<&str> = poll.statuses.iter().map(|s| s.r#ref.as_str()).collect();
+            for status in &poll.statuses {
+                let reference = status.r#ref.as_str();
+                assert!(!gone.contains(reference), "{reference} came back");
+                let total = u64::try_from(status.total)?;
+                let offset = u64::try_from(status.offset)?;
+                assert_eq!(Some(&total), sizes_by_ref.get(reference));
+                assert!(offset % MIB == 0 || offset == total, "offset {offset}");
+                assert!(status.started_at.is_some() && status.updated_at.is_some());
+                assert!(status.expected.is_empty());
+                if let Some(previous) = last.get(reference) {
+                    assert!(status.offset >= previous.offset, "{reference} went back");
+                    assert_eq!(status.started_at, previous.started_at);
+                    assert_eq!(status.total, previous.total);
+                }
+                last.insert(reference, status);
+            }
+            gone.extend(
+                last.keys()
+                    .filter(|reference| !present.contains(*reference)),
+            );
+            let committed = gone.len();
+            assert!(
+                poll.committed_layers >= committed,
+                "a vanished layer was not committed: {poll:?}"
+            );
+        }
+        let growth: Vec<i64> = polls
+            .iter()
+            .filter_map(|poll| poll.statuses.first().map(|status| status.offset))
+            .collect();
+        assert!(
+            growth.windows(2).any(|pair| pair[1] > pair[0]),
+            "{growth:?}"
+        );
+
+        // The unpack tail: in flight, no ingest, every layer committed.
+        assert!(polls.iter().any(|poll| poll.pull_in_flight
+            && poll.statuses.is_empty()
+            && poll.committed_layers == sizes.len()));
+
+        // After the pull: nothing in flight, every layer unpacked.
+        assert!(
+            statuses(&mut client, Some(CRI_NAMESPACE), &[])
+                .await?
+                .is_empty()
+        );
+        for (layer, diff_id) in image.layers.iter().zip(&image.diff_ids) {
+            let info = info(&mut client, &layer.digest).await?;
+            assert_eq!(u64::try_from(info.size)?, layer.size);
+            assert_eq!(info.labels.get("containerd.io/uncompressed"), Some(diff_id));
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_manifest_is_readable_during_the_pull_and_gives_every_size_up_front()
+    -> anyhow::Result<()> {
+        let fake = FakeCri::new();
+        let image_name = "127.0.0.1:5001/test/huge:1";
+        let sizes = [5 * MIB, 4 * MIB, 3 * MIB, 2 * MIB];
+        fake.script_pull(
+            image_name,
+            PullScript::default()
+                .layers(sizes)
+                .bytes_per_second(10 * MIB),
+        );
+        let image = fake.scripted_image(image_name).context("no content")?;
+        let harness = Harness::start(fake.clone()).await?;
+        let channel = connect(harness.handle.path()).await?;
+        let mut client = ContentClient::new(channel.clone());
+        let pull = tokio::spawn({
+            let mut images = harness.images.clone();
+            async move { images.pull_image(pull_request(image_name)).await }
+        });
+        eventually("a layer ingest", || !fake.content_statuses().is_empty()).await?;
+
+        // Info: committed already, with containerd's GC and distribution labels; the
+        // label key drops the registry's port.
+        let manifest_digest = image.resolved_digest().to_owned();
+        let manifest = info(&mut client, &manifest_digest).await?;
+        assert_eq!(u64::try_from(manifest.size)?, image.manifest.size);
+        assert_eq!(
+            manifest.labels.get("containerd.io/gc.ref.content.config"),
+            Some(&image.config.digest)
+        );
+        for (position, layer) in image.layers.iter().enumerate() {
+            assert_eq!(
+                manifest
+                    .labels
+                    .get(&format!("containerd.io/gc.ref.content.l.{position}")),
+                Some(&layer.digest)
+            );
+        }
+        assert_eq!(
+            manifest
+                .labels
+                .get("containerd.io/distribution.source.127.0.0.1"),
+            Some(&"test/huge".to_owned())
+        );
+        // A layer still downloading has no info yet.
+        let in_flight = fake.content_statuses();
+        let downloading = ref_digest(&in_flight[0].r#ref).to_owned();
+        let missing = info(&mut client, &downloading)
+            .await
+            .err()
+            .map(|s| s.code());
+        assert_eq!(missing, Some(Code::NotFound));
+
+        // Read: the manifest's JSON, hashing to its digest, with every size in it.
+        let messages = read(&mut client, &manifest_digest, 0, 0).await?;
+        let bytes: Vec<u8> = messages.into_iter().flat_map(|(_, data)| data).collect();
+        assert_eq!(bytes, image.manifest_json);
+        assert_eq!(super::super::sha256::digest(&bytes), manifest_digest);
+        let json: serde_json::Value = serde_json::from_slice(&bytes)?;
+        assert_eq!(
+            json["mediaType"],
+            "application/vnd.oci.image.manifest.v1+json"
+        );
+        assert_eq!(json["config"]["digest"], image.config.digest.as_str());
+        let layer_sizes: Vec<u64> = json["layers"]
+            .as_array()
+            .context("no layers")?
+            .iter()
+            .filter_map(|layer| layer["size"].as_u64())
+            .collect();
+        assert_eq!(layer_sizes, sizes);
+        let config_size = json["config"]["size"].as_u64().context("no config size")?;
+        assert_eq!(config_size + sizes.iter().sum::<u64>(), image.total_bytes());
+        // The config is committed from the start too.
+        assert_eq!(
+            u64::try_from(info(&mut client, &image.config.digest).await?.size)?,
+            config_size
+        );
+
+        // Offset and size are honoured.
+        let part = read(&mut client, &manifest_digest, 10, 20).await?;
+        assert_eq!(part, vec![(10, image.manifest_json[10..30].to_vec())]);
+        let past = read(&mut client, &manifest_digest, 1 << 40, 0).await.err();
+        assert_eq!(past.map(|status| status.code()), Some(Code::OutOfRange));
+
+        // Filters work server-side on ref, as measured.
+        let hex = &image.layers[0].digest["sha256:".len()..];
+        let filtered = statuses(
+            &mut client,
+            Some(CRI_NAMESPACE),
+            &[format!("ref~=\"({hex}|ffff0000)\"")],
+        )
+        .await?;
+        assert!(filtered.iter().all(|status| status.r#ref.ends_with(hex)));
+        assert_eq!(filtered.len(), 1);
+        let bad = statuses(&mut client, Some(CRI_NAMESPACE), &["ref~=\"(\"".to_owned()])
+            .await
+            .err();
+        assert_eq!(bad.map(|status| status.code()), Some(Code::InvalidArgument));
+
+        // The registry-free fallback: List by distribution-source label.
+        let label = image.distribution_source_label();
+        let found = list(
+            channel.clone(),
+            CRI_NAMESPACE,
+            &[&format!(r#"labels."{label}"~="(^|,)test/huge(,|$)""#)],
+        )
+        .await?;
+        let found: BTreeSet<String> = found.into_iter().map(|info| info.digest).collect();
+        assert!(found.contains(&manifest_digest) && found.contains(&image.config.digest));
+
+        pull.await??;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn other_namespaces_see_nothing_and_no_namespace_is_a_failed_precondition()
+    -> anyhow::Result<()> {
+        let fake = FakeCri::new();
+        let image_name = "127.0.0.1:5000/test/other:1";
+        fake.script_pull(
+            image_name,
+            PullScript::default()
+                .layers([4 * MIB])
+                .bytes_per_second(4 * MIB),
+        );
+        let image = fake.scripted_image(image_name).context("no content")?;
+        let harness = Harness::start(fake.clone()).await?;
+        let channel = connect(harness.handle.path()).await?;
+        let mut client = ContentClient::new(channel.clone());
+        let pull = tokio::spawn({
+            let mut images = harness.images.clone();
+            async move { images.pull_image(pull_request(image_name)).await }
+        });
+        eventually("a layer ingest", || !fake.content_statuses().is_empty()).await?;
+
+        assert_eq!(
+            statuses(&mut client, Some(CRI_NAMESPACE), &[]).await?.len(),
+            1
+        );
+        assert!(
+            statuses(&mut client, Some("default"), &[])
+                .await?
+                .is_empty()
+        );
+        let digest = image.resolved_digest().to_owned();
+        let request = content::InfoRequest {
+            digest: digest.clone(),
+        };
+        let other = client
+            .info(in_namespace(request.clone(), Some("default")))
+            .await;
+        assert_eq!(
+            other.err().map(|status| status.code()),
+            Some(Code::NotFound)
+        );
+        assert!(list(channel, "default", &[]).await?.is_empty());
+
+        let missing = statuses(&mut client, None, &[]).await.err();
+        let missing = missing.context("no namespace was accepted")?;
+        assert_eq!(missing.code(), Code::FailedPrecondition);
+        assert!(missing.message().starts_with("namespace is required"));
+        let missing = client.info(in_namespace(request, None)).await.err();
+        assert_eq!(
+            missing.map(|status| status.code()),
+            Some(Code::FailedPrecondition)
+        );
+        pull.abort();
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_pull_leaves_no_ingest_and_no_blob_and_a_retry_starts_from_zero()
+    -> anyhow::Result<()> {
+        let fake = FakeCri::new();
+        let image_name = "127.0.0.1:5000/test/huge:1";
+        fake.script_pull(
+            image_name,
+            PullScript::default()
+                .layers([8 * MIB, 8 * MIB])
+                .bytes_per_second(8 * MIB),
+        );
+        let image = fake.scripted_image(image_name).context("no content")?;
+        let harness = Harness::start(fake.clone()).await?;
+        let mut images = harness.images.clone();
+        let cancelled = tokio::time::timeout(
+            Duration::from_millis(400),
+            images.pull_image(pull_request(image_name)),
+        )
+        .await;
+        assert!(cancelled.is_err(), "the pull finished early");
+        eventually("the cancelled pull to end", || fake.in_flight_pulls() == 0).await?;
+        assert!(fake.content_statuses().is_empty());
+        assert!(fake.content_info(image.resolved_digest()).is_none());
+        assert!(fake.content_info(&image.config.digest).is_none());
+        assert_eq!(fake.pull_stats().cancelled, 1);
+        assert!(!fake.has_image(image_name));
+
+        let retry = tokio::spawn(async move { images.pull_image(pull_request(image_name)).await });
+        eventually("the retry's ingests", || fake.content_statuses().len() == 2).await?;
+        assert!(
+            fake.content_statuses()
+                .iter()
+                .all(|status| status.offset <= 1 << 20)
+        );
+        retry.abort();
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn images_sharing_layers_share_one_ingest_per_layer() -> anyhow::Result<()> {
+        let fake = FakeCri::new();
+        let script = PullScript::default()
+            .layers([3 * MIB, 3 * MIB])
+            .bytes_per_second(12 * MIB)
+            .layer_seed("shared base");
+        fake.script_pull("127.0.0.1:5000/test/huge:1", script.clone());
+        fake.script_pull("127.0.0.1:5000/test/hugealias:1", script);
+        let first = fake
+            .scripted_image("127.0.0.1:5000/test/huge:1")
+            .context("no content")?;
+        let second = fake
+            .scripted_image("127.0.0.1:5000/test/hugealias:1")
+            .context("no content")?;
+        assert_eq!(first.layers, second.layers);
+        assert_ne!(first.config.digest, second.config.digest);
+
+        let harness = Harness::start(fake.clone()).await?;
+        let pulls: Vec<_> = [
+            "127.0.0.1:5000/test/huge:1",
+            "127.0.0.1:5000/test/hugealias:1",
+        ]
+        .into_iter()
+        .map(|image_name| {
+            let mut images = harness.images.clone();
+            tokio::spawn(async move { images.pull_image(pull_request(image_name)).await })
+        })
+        .collect();
+        let mut most = 0;
+        while pulls.iter().any(|pull| !pull.is_finished()) {
+            most = most.max(fake.content_statuses().len());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for pull in pulls {
+            pull.await??;
+        }
+        assert_eq!(most, 2, "one ingest per layer, not per pull");
+        let shared = fake
+            .content_info(&first.layers[0].digest)
+            .context("the shared layer is gone")?;
+        assert_eq!(
+            shared
+                .labels
+                .get("containerd.io/distribution.source.127.0.0.1")
+                .map(String::as_str),
+            Some("test/huge,test/hugealias")
+        );
+        assert!(fake.has_image("127.0.0.1:5000/test/huge:1"));
+        assert!(fake.has_image("127.0.0.1:5000/test/hugealias:1"));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_index_resolves_to_the_platform_manifest_and_names_the_repo_digest()
+    -> anyhow::Result<()> {
+        let fake = FakeCri::new();
+        let image_name = "127.0.0.1:5000/test/multi:1";
+        fake.script_pull(
+            image_name,
+            PullScript::default()
+                .layers([MIB + 1, 2])
+                .bytes_per_second(0)
+                .image_index(),
+        );
+        let image = fake.scripted_image(image_name).context("no content")?;
+        let (index, index_json) = image.index.clone().context("no index")?;
+        let mut harness = Harness::start(fake.clone()).await?;
+        harness.images.pull_image(pull_request(image_name)).await?;
+
+        let mut client = ContentClient::new(connect(harness.handle.path()).await?);
+        let bytes: Vec<u8> = read(&mut client, &index.digest, 0, 0)
+            .await?
+            .into_iter()
+            .flat_map(|(_, data)| data)
+            .collect();
+        assert_eq!(bytes, index_json);
+        let json: serde_json::Value = serde_json::from_slice(&bytes)?;
+        let amd64 = json["manifests"]
+            .as_array()
+            .context("no manifests")?
+            .iter()
+            .find(|manifest| manifest["platform"]["architecture"] == "amd64")
+            .context("no amd64 manifest")?;
+        assert_eq!(amd64["digest"], image.manifest.digest.as_str());
+        assert!(info(&mut client, &image.manifest.digest).await.is_ok());
+
+        // A layer reads as filler of its size, in 1 MiB messages from the offset.
+        let layer = &image.layers[0];
+        let messages = read(&mut client, &layer.digest, 0, 0).await?;
+        let offsets: Vec<i64> = messages.iter().map(|(offset, _)| *offset).collect();
+        assert_eq!(offsets, vec![0, 1 << 20]);
+        let length: usize = messages.iter().map(|(_, data)| data.len()).sum();
+        assert_eq!(u64::try_from(length)?, layer.size);
+        let messages = read(&mut client, &layer.digest, 5, 0).await?;
+        let offsets: Vec<i64> = messages.iter().map(|(offset, _)| *offset).collect();
+        assert_eq!(offsets, vec![5]);
+        assert_eq!(u64::try_from(messages[0].1.len())?, layer.size - 5);
+
+        let status = harness
+            .images
+            .image_status(v1::ImageStatusRequest {
+                image: Some(v1::ImageSpec {
+                    image: image_name.to_owned(),
+                    ..v1::ImageSpec::default()
+                }),
+                verbose: false,
+            })
+            .await?
+            .into_inner()
+            .image
+            .context("no image")?;
+        assert_eq!(
+            status.repo_digests,
+            vec![format!("127.0.0.1:5000/test/multi@{}", index.digest)]
+        );
+        assert_eq!(status.id, image.config.digest);
+        assert_eq!(status.size, image.image_size());
+
+        // Removing the image collects its content.
+        harness
+            .images
+            .remove_image(v1::RemoveImageRequest {
+                image: Some(v1::ImageSpec {
+                    image: image_name.to_owned(),
+                    ..v1::ImageSpec::default()
+                }),
+            })
+            .await?;
+        assert!(fake.content_info(&index.digest).is_none());
+        assert!(fake.content_info(&layer.digest).is_none());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_present_image_pulls_again_without_ingests() -> anyhow::Result<()> {
+        let fake = FakeCri::new();
+        let image_name = "127.0.0.1:5000/test/again:1";
+        fake.script_pull(
+            image_name,
+            PullScript::default()
+                .layers([MIB])
+                .bytes_per_second(0)
+                .unpack_taking(Duration::from_secs(3600)),
+        );
+        let mut harness = Harness::start(fake.clone()).await?;
+        fake.script_pull_once(
+            image_name,
+            PullScript::default().layers([MIB]).bytes_per_second(0),
+        );
+        harness.images.pull_image(pull_request(image_name)).await?;
+        // Layers are unpacked already, so the hour-long unpack does not happen.
+        let again = tokio::time::timeout(
+            DEADLINE,
+            harness.images.pull_image(pull_request(image_name)),
+        )
+        .await;
+        assert!(matches!(again, Ok(Ok(_))));
+        assert!(fake.content_statuses().is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_version_service_reports_the_configured_containerd_version() -> anyhow::Result<()> {
+        let fake = FakeCri::builder()
+            .runtime_version("1.6.20~ds1")
+            .containerd_revision("1.6.20~ds1-1")
+            .build();
+        let harness = Harness::start(fake.clone()).await?;
+        let mut client = VersionClient::new(connect(harness.handle.path()).await?);
+        let version = client.version(()).await?.into_inner();
+        assert_eq!(version.version, "1.6.20~ds1");
+        assert_eq!(version.revision, "1.6.20~ds1-1");
+        fake.set_unavailable(true);
+        let down = client.version(()).await.err().map(|status| status.code());
+        assert_eq!(down, Some(Code::Unavailable));
+        Ok(())
+    }
+
+    #[test]
+    fn scripts_without_content_model_none() {
+        assert!(
+            PullScript::succeed_after(Duration::ZERO)
+                .image("busybox")
+                .is_none()
+        );
+        let image = PullScript::default().layers([1, 2]).image("busybox");
+        assert_eq!(image.map(|image| image.total_bytes() > 3), Some(true));
+    }
+}
