@@ -78,6 +78,16 @@ enum Command {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Serve N independent fake CRI runtimes (DIR/node-<i>.sock) from one process, for
+    /// scale runs, until SIGTERM/SIGINT.
+    Fakecri {
+        /// Where the sockets go.
+        #[arg(long)]
+        dir: PathBuf,
+        /// How many nodes.
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+    },
     /// Run a bandwidth-limiting TCP proxy until SIGTERM/SIGINT.
     Proxy {
         /// Listen address.
@@ -165,6 +175,10 @@ fn main() -> anyhow::Result<()> {
             }
             Command::ServeEnv { dir } => {
                 testbed::env::serve(&dir, wait_for_signal()).await?;
+                Ok(())
+            }
+            Command::Fakecri { dir, nodes } => {
+                testbed::fakecri::run(&dir, nodes, wait_for_signal()).await?;
                 Ok(())
             }
             Command::Proxy {
