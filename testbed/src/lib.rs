@@ -2,6 +2,7 @@
 //! a kubelet stand-in on real containerd, and fault injection. Dev-only.
 #![forbid(unsafe_code)]
 pub mod apiserver;
+pub mod bench;
 pub mod env;
 pub mod fakecri;
 pub mod kubelet;

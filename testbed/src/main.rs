@@ -88,6 +88,18 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         nodes: usize,
     },
+    /// Benchmark the image puller against the environment in DIR (see README).
+    BenchPull {
+        /// An environment from `testbed up` or `scripts/testenv up`.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Rounds of the overhead measurement.
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+        /// The kruised binary (default: next to this one).
+        #[arg(long)]
+        kruised: Option<PathBuf>,
+    },
     /// Run a bandwidth-limiting TCP proxy until SIGTERM/SIGINT.
     Proxy {
         /// Listen address.
@@ -176,6 +188,14 @@ fn main() -> anyhow::Result<()> {
             Command::ServeEnv { dir } => {
                 testbed::env::serve(&dir, wait_for_signal()).await?;
                 Ok(())
+            }
+            Command::BenchPull {
+                dir,
+                rounds,
+                kruised,
+            } => {
+                let kruised = kruised.unwrap_or_else(testbed::bench::sibling_kruised);
+                testbed::bench::pull(&dir, &kruised, rounds).await
             }
             Command::Fakecri { dir, nodes } => {
                 testbed::fakecri::run(&dir, nodes, wait_for_signal()).await?;

@@ -1,0 +1,243 @@
+//! `testbed bench-pull`: the image puller's numbers (issue "Image pre-pull", Benchmarks):
+//! agent overhead over a direct CRI pull, agent RSS idle and while pulling, and API cost
+//! per pulled tag. Medians are printed; nothing here asserts on time.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kruised::apiversions::KruiseVersion;
+use kruised::cri::{CriClient, RuntimeEndpoint};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::core::DynamicObject;
+use serde_json::{Value, json};
+
+use crate::apiserver::{ApiServer, ApiServerConfig};
+use crate::env::{REFERENCE_CRDS, read_env};
+
+const NODE: &str = "bench-node";
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn remove_repository(cri: &CriClient, path: &str) {
+    if let Ok(images) = cri.list_images(None).await {
+        for image in images {
+            if image.repo_tags.iter().any(|t| t.contains(path)) {
+                let _ = cri.remove_image(&image.id).await;
+            }
+        }
+    }
+}
+
+async fn wait_tag(api: &Api<DynamicObject>, image: &str, version: i64, done: &[&str]) -> Value {
+    loop {
+        if let Ok(object) = api.get(NODE).await {
+            let tags = object.data["status"]["imageStatuses"][image]["tags"].clone();
+            if let Some(tag) = tags.as_array().and_then(|t| t.first())
+                && tag["version"] == version
+                && done.contains(&tag["phase"].as_str().unwrap_or(""))
+            {
+                return tag.clone();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn tag(name: &str, version: i64) -> Value {
+    json!({"tag": name, "version": version, "imagePullPolicy": "Always",
+           "pullPolicy": {"timeoutSeconds": 600, "backoffLimit": 3}})
+}
+
+/// Runs the benchmark against the environment in `dir` (from `testbed up` or
+/// `scripts/testenv up`), with the kruised binary at `kruised`.
+pub async fn pull(dir: &Path, kruised: &Path, rounds: usize) -> anyhow::Result<()> {
+    let env = read_env(&dir.join("env"))?;
+    let endpoint = env.get("RUNTIME_ENDPOINT").cloned().unwrap_or_default();
+    let registry = env.get("REGISTRY").cloned().unwrap_or_default();
+    let cri = CriClient::connect(&RuntimeEndpoint::parse(&endpoint)?, None).await?;
+    let server = ApiServer::start(ApiServerConfig::default()).await?;
+    server.apply_crds_from_dir(Path::new(REFERENCE_CRDS))?;
+    let kubeconfig = dir.join("bench.kubeconfig");
+    server.write_kubeconfig(&kubeconfig)?;
+    let api: Api<DynamicObject> = Api::all_with(
+        server.client(),
+        &KruiseVersion::V1beta1.resource("NodeImage", "nodeimages"),
+    );
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "apps.kruise.io/v1beta1", "kind": "NodeImage",
+        "metadata": {"name": NODE}, "spec": {"images": {}}
+    }))?;
+    api.create(&PostParams::default(), &object).await?;
+    let mut agent: Child = Command::new(kruised)
+        .args([
+            "--node-name",
+            NODE,
+            "--runtime-endpoint",
+            &endpoint,
+            "--addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--max-workers-for-pull-image=4")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let pid = agent.id();
+    let image = format!("{registry}/test/big");
+    let reference = format!("{image}:1");
+
+    // 1. Overhead: spec write → Succeeded, minus a direct CRI pull of the same image.
+    let (mut direct, mut through_agent, mut overhead) = (Vec::new(), Vec::new(), Vec::new());
+    server.accounting().reset();
+    for round in 0..rounds {
+        remove_repository(&cri, "/test/big").await;
+        let start = Instant::now();
+        cri.pull_image(
+            kruised::proto::runtime::v1::PullImageRequest {
+                image: Some(kruised::cri::client::image_spec(&reference)),
+                ..Default::default()
+            },
+            Some(Duration::from_secs(120)),
+        )
+        .await?;
+        let direct_seconds = start.elapsed().as_secs_f64();
+        remove_repository(&cri, "/test/big").await;
+        let version = round as i64 + 1;
+        let patch = json!({"spec": {"images": {image.clone(): {"tags": [tag("1", version)]}}}});
+        let start = Instant::now();
+        api.patch(NODE, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        let done = wait_tag(&api, &image, version, &["Succeeded", "Failed"]).await;
+        let agent_seconds = start.elapsed().as_secs_f64();
+        anyhow::ensure!(done["phase"] == "Succeeded", "pull failed: {done}");
+        direct.push(direct_seconds * 1000.0);
+        through_agent.push(agent_seconds * 1000.0);
+        overhead.push((agent_seconds - direct_seconds) * 1000.0);
+    }
+    let usage = server.accounting().snapshot();
+    let agent_rows: Vec<_> = usage
+        .iter()
+        .filter(|r| r.user_agent.starts_with("kruised"))
+        .collect();
+    let requests: u64 = agent_rows.iter().map(|r| r.requests).sum();
+    let bytes: u64 = agent_rows.iter().map(|r| r.response_bytes).sum();
+
+    // 2. RSS idle with 50 tags tracked (they fail at once: the image does not exist).
+    let tags: Vec<Value> = (0..50).map(|i| tag(&format!("missing-{i}"), 1)).collect();
+    let idle_image = format!("{registry}/test/absent");
+    let patch =
+        json!({"spec": {"images": {image.clone(): null, idle_image.clone(): {"tags": tags}}}});
+    api.patch(NODE, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    loop {
+        let status = api.get(NODE).await?.data["status"].clone();
+        if status["failed"] == 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss = rss_kib(pid);
+
+    // 3. RSS during 4 concurrent pulls, throttled so they overlap.
+    let proxy =
+        crate::proxy::Proxy::start("127.0.0.1:0".parse()?, registry.parse()?, 40 * 1024 * 1024)
+            .await?;
+    crate::proxy::trust_plain_http(&dir.join("certs.d"), proxy.addr())?;
+    remove_repository(&cri, "/test/huge").await;
+    remove_repository(&cri, "/test/big").await;
+    let mut images = serde_json::Map::new();
+    images.insert(idle_image.clone(), Value::Null);
+    for name in [
+        "test/big:1",
+        "test/huge:1",
+        "test/busybox:2",
+        "test/pause:1",
+    ] {
+        let (repo, tag_name) = name.split_once(':').unwrap_or((name, "1"));
+        images.insert(
+            format!("{}/{repo}", proxy.addr()),
+            json!({"tags": [tag(tag_name, 1)]}),
+        );
+    }
+    api.patch(
+        NODE,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"images": images}})),
+    )
+    .await?;
+    let mut peak = 0;
+    let start = Instant::now();
+    loop {
+        peak = peak.max(rss_kib(pid));
+        let status = api.get(NODE).await?.data["status"].clone();
+        if status["succeeded"].as_i64().unwrap_or(0) + status["failed"].as_i64().unwrap_or(0) == 4 {
+            break;
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(300),
+            "concurrent pulls did not finish: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+
+    println!("image puller benchmark ({rounds} rounds, {reference}, 53.5 MB, local registry)");
+    println!(
+        "  direct CRI PullImage        median {:8.1} ms",
+        median(&mut direct)
+    );
+    println!(
+        "  spec write → Succeeded      median {:8.1} ms",
+        median(&mut through_agent)
+    );
+    println!(
+        "  agent overhead              median {:8.1} ms",
+        median(&mut overhead)
+    );
+    println!(
+        "  agent RSS idle, 50 tags            {:8.1} MiB",
+        idle_rss as f64 / 1024.0
+    );
+    println!(
+        "  agent RSS peak, 4 concurrent pulls {:8.1} MiB",
+        peak as f64 / 1024.0
+    );
+    println!(
+        "  API per pulled tag          {:8.1} requests, {:8.0} bytes",
+        requests as f64 / rounds as f64,
+        bytes as f64 / rounds as f64
+    );
+    for row in agent_rows {
+        println!(
+            "    {:8} {:45} {:5} requests {:9} bytes",
+            row.verb, row.resource, row.requests, row.response_bytes
+        );
+    }
+    Ok(())
+}
+
+/// The kruised binary next to this testbed binary (same target profile).
+pub fn sibling_kruised() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("kruised")))
+        .unwrap_or_else(|| PathBuf::from("kruised"))
+}
