@@ -127,6 +127,12 @@ impl Pulls {
                 None => call.await,
             };
             metrics.observe_pull(began.elapsed(), result.is_ok());
+            if result.is_ok()
+                && let Ok(Some(image)) = cri.image_status(&spec.reference).await
+            {
+                // The image's size as the runtime stores it: bytes this node now holds.
+                metrics.add_bytes(image.size);
+            }
             result
         }
         .boxed();

@@ -580,3 +580,98 @@ async fn htpasswd_registry_with_right_wrong_and_missing_credentials() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_go_to_the_node_image_and_the_owning_jobs_and_metrics_count_results() {
+    use k8s_openapi::api::core::v1::Event;
+    let bed = Bed::start("puller-events", 2).await;
+    let image = TestEnv::get().image("test/busybox");
+    bed.create(
+        json!({image.clone(): {"tags": [tag("1", 1, policy()), tag("no-such-tag", 1, policy())]}}),
+    )
+    .await;
+    bed.tag_status(&image, "1", "Succeeded", |t| t["phase"] == "Succeeded")
+        .await;
+    bed.tag_status(&image, "no-such-tag", "Failed", |t| t["phase"] == "Failed")
+        .await;
+    let events: Api<Event> = Api::namespaced(bed.server.client(), "default");
+    let start = Instant::now();
+    let list = loop {
+        let list = events.list(&Default::default()).await.unwrap().items;
+        if list.len() >= 3 {
+            break list;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "events: {list:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let find = |reason: &str, kind: &str| {
+        list.iter()
+            .find(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.involved_object.kind.as_deref() == Some(kind)
+            })
+            .unwrap_or_else(|| panic!("no {reason} event on a {kind}: {list:?}"))
+    };
+    let succeeded = find("PullImageSucceed", "NodeImage");
+    assert_eq!(succeeded.type_.as_deref(), Some("Normal"));
+    assert!(
+        succeeded
+            .message
+            .as_deref()
+            .unwrap()
+            .starts_with(&format!("Image {image}:1, ecalpsedTime"))
+    );
+    let failed = find("PullImageFailed", "ImagePullJob");
+    assert_eq!(failed.type_.as_deref(), Some("Warning"));
+    assert_eq!(failed.involved_object.name.as_deref(), Some("job1"));
+    find("PullImageFailed", "NodeImage");
+    let metrics = bed.metrics.encode();
+    for expected in [
+        "kruised_image_pull_tags_total{result=\"succeeded\"} 1",
+        "kruised_image_pull_tags_total{result=\"failed\"} 1",
+        "kruised_image_pulls_in_flight 0",
+    ] {
+        assert!(metrics.contains(expected), "{expected} in\n{metrics}");
+    }
+    let bytes = metrics
+        .lines()
+        .find(|l| l.starts_with("kruised_image_pull_bytes_total "))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(bytes > 1_000_000, "pulled bytes counted: {bytes}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_the_node_image_stops_every_pull() {
+    let proxy = throttled(0).await;
+    let bed = Bed::start("puller-deleted", 2).await;
+    let image = format!("{}/test/big", proxy.addr());
+    bed.create(json!({image.clone(): {"tags": [tag("1", 1, policy())]}}))
+        .await;
+    bed.tag_status(&image, "1", "Pulling", |t| t["phase"] == "Pulling")
+        .await;
+    bed.api()
+        .delete(&bed.node, &Default::default())
+        .await
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let in_flight = bed
+            .metrics
+            .encode()
+            .lines()
+            .find(|l| l.starts_with("kruised_image_pulls_in_flight "))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<i64>().ok());
+        if in_flight == Some(0) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the pull was not cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
