@@ -35,32 +35,14 @@ struct Source {
     repository: String,
 }
 
-fn source_of(reference: &str) -> Source {
-    let name = reference.split('@').next().unwrap_or(reference);
-    // Strip a tag: the last ':' after the last '/'.
-    let name = match (name.rfind(':'), name.rfind('/')) {
-        (Some(colon), Some(slash)) if colon > slash => &name[..colon],
-        (Some(colon), None) => &name[..colon],
-        _ => name,
-    };
-    let (domain, path) = match name.split_once('/') {
-        Some((first, rest))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
-            (first.to_string(), rest.to_string())
-        }
-        _ => ("docker.io".to_string(), name.to_string()),
-    };
-    let path = if domain == "docker.io" && !path.contains('/') {
-        format!("library/{path}")
-    } else {
-        path
-    };
-    let host = domain.split(':').next().unwrap_or(&domain).to_string();
-    Source {
-        host,
-        repository: path,
-    }
+fn source_of(reference: &str) -> Option<Source> {
+    let parsed = crate::imageref::ImageReference::parse(reference).ok()?;
+    let domain = parsed.domain();
+    Some(Source {
+        // containerd's label key drops the port (pull-progress.md, "Labels").
+        host: domain.split(':').next().unwrap_or(domain).to_string(),
+        repository: parsed.path().to_string(),
+    })
 }
 
 fn request<T>(message: T) -> tonic::Request<T> {
@@ -104,7 +86,10 @@ impl ProgressSource {
         progress: watch::Sender<u8>,
     ) -> Result<String, CriError> {
         let started = SystemTime::now();
-        let source = source_of(reference);
+        let Some(source) = source_of(reference) else {
+            // An unparseable reference fails in the runtime; nothing to track.
+            return call.await;
+        };
         let poller = async {
             let mut blobs: Option<Blobs> = None;
             let mut committed: HashSet<String> = HashSet::new();
@@ -287,34 +272,24 @@ mod tests {
 
     #[test]
     fn sources_follow_containerds_label_keys() {
+        let source = |host: &str, repository: &str| {
+            Some(Source {
+                host: host.into(),
+                repository: repository.into(),
+            })
+        };
         assert_eq!(
             source_of("127.0.0.1:5000/test/huge:1"),
-            Source {
-                host: "127.0.0.1".into(),
-                repository: "test/huge".into()
-            }
+            source("127.0.0.1", "test/huge")
         );
         assert_eq!(
             source_of("nginx:1.25"),
-            Source {
-                host: "docker.io".into(),
-                repository: "library/nginx".into()
-            }
+            source("docker.io", "library/nginx")
         );
-        assert_eq!(
-            source_of("quay.io/org/app@sha256:abc"),
-            Source {
-                host: "quay.io".into(),
-                repository: "org/app".into()
-            }
-        );
-        assert_eq!(
-            source_of("localhost/app"),
-            Source {
-                host: "localhost".into(),
-                repository: "app".into()
-            }
-        );
+        let digest = format!("quay.io/org/app@sha256:{}", "a".repeat(64));
+        assert_eq!(source_of(&digest), source("quay.io", "org/app"));
+        assert_eq!(source_of("localhost/app"), source("localhost", "app"));
+        assert_eq!(source_of("UPPER:1"), None);
     }
 
     #[test]

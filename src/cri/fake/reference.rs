@@ -4,15 +4,6 @@
 
 use std::fmt;
 
-/// The registry a reference names when it names none.
-const DEFAULT_DOMAIN: &str = "docker.io";
-/// The old spelling of [`DEFAULT_DOMAIN`], rewritten to it.
-const LEGACY_DEFAULT_DOMAIN: &str = "index.docker.io";
-/// The namespace of Docker Hub's official images (`busybox` → `library/busybox`).
-const OFFICIAL_REPOSITORY_NAMESPACE: &str = "library";
-/// The longest name distribution/reference accepts.
-const NAME_TOTAL_LENGTH_MAX: usize = 255;
-
 /// Why an image reference does not parse; the texts are distribution/reference's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum ReferenceError {
@@ -25,6 +16,7 @@ pub(crate) enum ReferenceError {
 }
 
 /// A normalised image reference: a repository with exactly one of a tag or a digest.
+/// Parsing is kruised's own ([`crate::imageref`]); this adds what containerd fills in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct ImageReference {
     /// Registry host, with its port if any, e.g. `docker.io`, `127.0.0.1:5000`.
@@ -47,40 +39,20 @@ impl ImageReference {
     /// `library/` namespace and the `latest` tag. A reference with both a tag and a digest
     /// keeps only the digest.
     pub(crate) fn parse_normalized(input: &str) -> Result<Self, ReferenceError> {
-        let (name_and_tag, digest) = match input.split_once('@') {
-            Some((name, digest)) => (name, Some(digest)),
-            None => (input, None),
-        };
-        let (name, tag) = match name_and_tag.rfind(':') {
-            Some(colon) if !name_and_tag[colon..].contains('/') => {
-                (&name_and_tag[..colon], Some(&name_and_tag[colon + 1..]))
-            }
-            _ => (name_and_tag, None),
-        };
-        if name.is_empty() || name.len() > NAME_TOTAL_LENGTH_MAX {
-            return Err(ReferenceError::InvalidFormat);
-        }
-        let (domain, path) = split_domain(name);
-        if path.to_lowercase() != path {
-            return Err(ReferenceError::NotLowercase);
-        }
-        if !is_valid_domain(&domain) || !path.split('/').all(is_valid_path_component) {
-            return Err(ReferenceError::InvalidFormat);
-        }
-        if let Some(tag) = tag
-            && !is_valid_tag(tag)
-        {
-            return Err(ReferenceError::InvalidFormat);
-        }
-        let version = match (digest, tag) {
+        let parsed =
+            crate::imageref::ImageReference::parse(input).map_err(|error| match error {
+                crate::imageref::ImageRefError::Uppercase { .. } => ReferenceError::NotLowercase,
+                _ => ReferenceError::InvalidFormat,
+            })?;
+        let version = match (parsed.digest(), parsed.tag()) {
             (Some(digest), _) if is_valid_digest(digest) => Version::Digest(digest.to_owned()),
             (Some(_), _) => return Err(ReferenceError::InvalidFormat),
             (None, Some(tag)) => Version::Tag(tag.to_owned()),
-            (None, None) => Version::Tag("latest".to_owned()),
+            (None, None) => Version::Tag(crate::imageref::DEFAULT_TAG.to_owned()),
         };
         Ok(Self {
-            domain,
-            path,
+            domain: parsed.domain().to_owned(),
+            path: parsed.path().to_owned(),
             version,
         })
     }
@@ -124,73 +96,6 @@ impl fmt::Display for ImageReference {
             Version::Digest(digest) => write!(formatter, "{}/{}@{digest}", self.domain, self.path),
         }
     }
-}
-
-/// distribution/reference's `splitDockerDomain`.
-fn split_domain(name: &str) -> (String, String) {
-    let (mut domain, mut path) = match name.split_once('/') {
-        Some((first, rest))
-            if first.contains(['.', ':'])
-                || first == "localhost"
-                || first.to_lowercase() != first =>
-        {
-            (first.to_owned(), rest.to_owned())
-        }
-        _ => (DEFAULT_DOMAIN.to_owned(), name.to_owned()),
-    };
-    if domain == LEGACY_DEFAULT_DOMAIN {
-        DEFAULT_DOMAIN.clone_into(&mut domain);
-    }
-    if domain == DEFAULT_DOMAIN && !path.contains('/') {
-        path = format!("{OFFICIAL_REPOSITORY_NAMESPACE}/{path}");
-    }
-    (domain, path)
-}
-
-/// Host names, IPv4 addresses and an optional port; bracketed IPv6 is let through.
-fn is_valid_domain(domain: &str) -> bool {
-    if domain.starts_with('[') {
-        return domain.contains(']');
-    }
-    let (host, port) = match domain.rsplit_once(':') {
-        Some((host, port)) => (host, Some(port)),
-        None => (domain, None),
-    };
-    let host_ok = !host.is_empty()
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        });
-    let port_ok =
-        port.is_none_or(|port| !port.is_empty() && port.chars().all(|c| c.is_ascii_digit()));
-    host_ok && port_ok
-}
-
-/// `[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*`
-fn is_valid_path_component(component: &str) -> bool {
-    let is_alphanumeric = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
-    let (Some(first), Some(last)) = (component.chars().next(), component.chars().last()) else {
-        return false;
-    };
-    if !is_alphanumeric(first) || !is_alphanumeric(last) {
-        return false;
-    }
-    component
-        .split(is_alphanumeric)
-        .filter(|separator| !separator.is_empty())
-        .all(|separator| {
-            matches!(separator, "." | "_" | "__") || separator.chars().all(|c| c == '-')
-        })
-}
-
-/// `[\w][\w.-]{0,127}`
-fn is_valid_tag(tag: &str) -> bool {
-    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    tag.len() <= 128
-        && tag.chars().next().is_some_and(is_word)
-        && tag.chars().all(|c| is_word(c) || c == '.' || c == '-')
 }
 
 /// `sha256:` and 64 lower-case hex digits (the only algorithm the fake deals in), or
