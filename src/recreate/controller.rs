@@ -42,8 +42,8 @@ pub const EVENT_COMPONENT: &str = "kruise-daemon-crr";
 /// How many times a status PUT is retried on a conflict before the sync is retried later.
 const CONFLICT_RETRIES: usize = 5;
 /// How soon a pod is looked at again while the pod watch has not listed yet, or while the
-/// CRR cache is behind our last write.
-const CACHE_WAIT: Duration = Duration::from_millis(500);
+/// CRR cache is behind our last write (the watch event usually comes first).
+const CACHE_WAIT: Duration = Duration::from_millis(200);
 /// How often a pod whose picked CRR is past its deadline is looked at again, waiting for the
 /// manager to complete it (§4.3 step 4).
 const DEADLINE_RECHECK: Duration = Duration::from_secs(5);
@@ -462,7 +462,20 @@ impl Shared {
 
         let pick = {
             let mut expectations = self.expectations();
-            super::pick(&crrs, &mut *expectations, Instant::now())
+            let now = Instant::now();
+            // Stricter than kruise, which stops only at the stale CRR in picking order: two
+            // CRRs created in the same second sort by name, so a stale copy of the one we
+            // just set Recreating could let the other be picked too. Wait for every copy.
+            let stale = crrs.iter().any(|crr| {
+                matches!(
+                    expectations.check(crr, now),
+                    super::Expectation::Unsatisfied { waited } if waited < super::MAX_EXPECTATION_WAIT
+                )
+            });
+            if stale {
+                return Ok(Next::After(CACHE_WAIT));
+            }
+            super::pick(&crrs, &mut *expectations, now)
         };
         for crr in &pick.mark_pending {
             self.set_phase(crr, ContainerRecreateRequestPhase::Pending)
