@@ -153,7 +153,12 @@ async fn sync_snapshot(
     {
         return None;
     }
-    let created = crr.metadata.creation_timestamp.clone()?.0;
+    // The test bed's API server rounds creationTimestamp to the nearest second where a real
+    // one truncates (testbed/src/apiserver/store.rs `rfc3339_after`), so a container started
+    // in the same second as the CRR can look older by one second. An older container in the
+    // snapshot is harmless: its ID never matches the replacement's.
+    let created = crr.metadata.creation_timestamp.clone()?.0
+        - k8s_openapi::jiff::SignedDuration::from_secs(1);
     let pod = pods.get(crr.data["spec"]["podName"].as_str()?).await.ok()?;
     if pod.metadata.uid.as_deref() != labels.get(CRR_POD_UID_LABEL).map(String::as_str) {
         return None;
@@ -488,16 +493,7 @@ async fn a_container_is_recreated_once_and_the_crr_completes() {
         },
     )
     .await;
-    let crr = poll(
-        DEADLINE,
-        Duration::from_millis(10),
-        "the CRR to complete",
-        || async {
-            let crr = bed.crrs.get(&crr_name).await.ok()?;
-            (phase(&crr) == "Completed").then_some(crr)
-        },
-    )
-    .await;
+    let crr = bed.completed(&crr_name).await;
     let completed_after = created.elapsed();
     println!("CRR create → container killed: {killed_after:?}; → Completed: {completed_after:?}");
 
