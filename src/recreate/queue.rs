@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -21,6 +21,8 @@ struct State {
     dirty: HashSet<String>,
     processing: HashSet<String>,
     failures: HashMap<String, Backoff>,
+    /// The earliest pending delayed add of each key (client-go keeps only the earliest).
+    scheduled: HashMap<String, Instant>,
     shutting_down: bool,
 }
 
@@ -55,16 +57,38 @@ impl WorkQueue {
         }
     }
 
-    /// Adds a key after `delay`.
+    /// Adds a key after `delay`. Of several delayed adds of one key only the earliest is
+    /// kept; the sync it triggers asks again if it needs to.
     pub fn add_after(self: &Arc<Self>, key: &str, delay: Duration) {
         if delay.is_zero() {
             return self.add(key);
         }
+        let due = Instant::now() + delay;
+        {
+            let mut state = self.lock();
+            if state.shutting_down {
+                return;
+            }
+            match state.scheduled.get(key) {
+                Some(earlier) if *earlier <= due => return,
+                _ => state.scheduled.insert(key.to_owned(), due),
+            };
+        }
         let queue = Arc::clone(self);
         let key = key.to_owned();
         tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            queue.add(&key);
+            tokio::time::sleep_until(due.into()).await;
+            let mine = {
+                let mut state = queue.lock();
+                let mine = state.scheduled.get(&key) == Some(&due);
+                if mine {
+                    state.scheduled.remove(&key);
+                }
+                mine
+            };
+            if mine {
+                queue.add(&key);
+            }
         });
     }
 
@@ -182,5 +206,21 @@ mod tests {
         assert!(second >= FIRST_RETRY_DELAY * 2);
         queue.forget("ns/a");
         assert!(queue.add_rate_limited("ns/a") < FIRST_RETRY_DELAY * 2);
+    }
+
+    #[tokio::test]
+    async fn only_the_earliest_delayed_add_of_a_key_is_kept() {
+        let queue = WorkQueue::new();
+        let start = Instant::now();
+        queue.add_after("ns/a", Duration::from_millis(200));
+        queue.add_after("ns/a", Duration::from_millis(100));
+        queue.add_after("ns/a", Duration::from_millis(300));
+        let key = tokio::time::timeout(Duration::from_secs(5), queue.get()).await;
+        assert_eq!(key.unwrap().as_deref(), Some("ns/a"));
+        assert!(start.elapsed() < Duration::from_millis(200));
+        queue.done("ns/a");
+        // The superseded 200 ms and 300 ms adds never fire.
+        let again = tokio::time::timeout(Duration::from_millis(400), queue.get()).await;
+        assert!(again.is_err(), "{again:?}");
     }
 }

@@ -328,6 +328,19 @@ impl Bed {
         strategy: Value,
         extra_labels: &[(&str, &str)],
     ) -> DynamicObject {
+        self.create_crr_with_deadline(pod, containers, strategy, extra_labels, 300)
+            .await
+    }
+
+    /// [`Bed::create_crr`] with `activeDeadlineSeconds` (the webhook requires at least 3).
+    async fn create_crr_with_deadline(
+        &self,
+        pod: &Pod,
+        containers: &[&str],
+        strategy: Value,
+        extra_labels: &[(&str, &str)],
+        active_deadline_seconds: i64,
+    ) -> DynamicObject {
         let name = unique("crr");
         let mut labels = BTreeMap::from([
             (CRR_NODE_NAME_LABEL.to_string(), self.node.clone()),
@@ -373,7 +386,7 @@ impl Bed {
                 "podName": pod.metadata.name,
                 "containers": containers,
                 "strategy": strategy,
-                "activeDeadlineSeconds": 300,
+                "activeDeadlineSeconds": active_deadline_seconds,
             },
         }))
         .unwrap();
@@ -716,5 +729,67 @@ async fn a_pod_deleted_mid_recreate_is_left_alone_and_its_replacement_is_not_tou
     let new_pod = bed.pods.get(&name).await.unwrap();
     assert_eq!(status_of(&new_pod, "app").restart_count, 1);
     assert_eq!(bed.killing_events(&new_uid).await.len(), 1);
+    bed.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nothing_is_stopped_after_the_active_deadline() {
+    let bed = Bed::start().await;
+    let pod = bed
+        .running_pod(&unique("deadline"), &["first", "second"])
+        .await;
+    let pod_name = pod.metadata.name.clone().unwrap();
+    let pod_uid = pod.metadata.uid.clone().unwrap();
+    // `first` may succeed only 5 s after its restart, when the 3 s deadline has passed:
+    // `second` must never be stopped. Completion is the manager's (§4.3 step 4).
+    let crr = bed
+        .create_crr_with_deadline(
+            &pod,
+            &["first", "second"],
+            json!({"orderedRecreate": true, "minStartedSeconds": 5}),
+            &[],
+            3,
+        )
+        .await;
+    let crr_name = crr.metadata.name.clone().unwrap();
+    bed.crr_until(&crr_name, "first killed", |crr| {
+        states(crr)
+            .first()
+            .is_some_and(|state| state["isKilled"] == json!(true))
+    })
+    .await;
+    // Past the point where `first` would have succeeded and `second` been stopped.
+    poll(
+        DEADLINE,
+        Duration::from_millis(200),
+        "first to run for 8 s",
+        || async {
+            let pod = bed.pods.get(&pod_name).await.ok()?;
+            let started = status_of(&pod, "first")
+                .state
+                .as_ref()?
+                .running
+                .as_ref()?
+                .started_at
+                .clone()?
+                .0;
+            (k8s_openapi::jiff::Timestamp::now()
+                .duration_since(started)
+                .as_secs()
+                >= 8)
+                .then_some(())
+        },
+    )
+    .await;
+    let crr = bed.crrs.get(&crr_name).await.unwrap();
+    assert_eq!(phase(&crr), "Recreating");
+    assert_eq!(
+        states(&crr)[1],
+        json!({"name": "second", "phase": "Pending"}),
+        "{crr:?}"
+    );
+    let pod = bed.pods.get(&pod_name).await.unwrap();
+    assert_eq!(status_of(&pod, "second").restart_count, 0);
+    assert_eq!(bed.killing_events(&pod_uid).await.len(), 1);
     bed.finish().await;
 }
