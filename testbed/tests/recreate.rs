@@ -217,7 +217,13 @@ struct Bed {
 }
 
 impl Bed {
+    /// A bed whose controller speaks v1beta1, as against kruise master.
     async fn start() -> Self {
+        Self::start_with(KruiseVersion::V1beta1).await
+    }
+
+    /// A bed whose controller speaks `version`; the stand-in manager always writes v1beta1.
+    async fn start_with(version: KruiseVersion) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -253,7 +259,7 @@ impl Bed {
         let controller = RecreateController::new(
             client.clone(),
             &node,
-            KruiseVersion::V1beta1,
+            version,
             RuntimeSet::new(vec![cri.clone()]).unwrap(),
             DEFAULT_WORKERS,
             recorder,
@@ -791,5 +797,24 @@ async fn nothing_is_stopped_after_the_active_deadline() {
     let pod = bed.pods.get(&pod_name).await.unwrap();
     assert_eq!(status_of(&pod, "second").restart_count, 0);
     assert_eq!(bed.killing_events(&pod_uid).await.len(), 1);
+    bed.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_v1alpha1_controller_reads_the_snapshot_annotation_and_completes() {
+    // A 1.9-style daemon against a master manager: the conversion webhook turns the
+    // manager's status.containerStatusSnapshot into the sync-container-statuses annotation.
+    let bed = Bed::start_with(KruiseVersion::V1alpha1).await;
+    let pod = bed.running_pod(&unique("alpha"), &["app"]).await;
+    let pod_name = pod.metadata.name.clone().unwrap();
+    let crr = bed.create_crr(&pod, &["app"], json!({}), &[]).await;
+    let crr = bed.completed(crr.metadata.name.as_deref().unwrap()).await;
+    assert!(crr.data["status"]["completionTime"].is_string(), "{crr:?}");
+    assert_eq!(
+        states(&crr),
+        vec![json!({"name": "app", "phase": "Succeeded", "isKilled": true})]
+    );
+    let pod = bed.pods.get(&pod_name).await.unwrap();
+    assert_eq!(status_of(&pod, "app").restart_count, 1);
     bed.finish().await;
 }
