@@ -8,7 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Container, ContainerStatus, Event, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerStatus, Event, ExecAction, Lifecycle, LifecycleHandler, Pod, PodSpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kruised::agent::{ShutdownTrigger, shutdown_channel};
 use kruised::api::{CRR_ACTIVE_LABEL, CRR_NODE_NAME_LABEL, CRR_POD_UID_LABEL};
@@ -289,6 +291,15 @@ impl Bed {
     }
 
     async fn running_pod(&self, name: &str, containers: &[&str]) -> Pod {
+        let containers: Vec<Container> = containers
+            .iter()
+            .map(|name| shell_container(name))
+            .collect();
+        self.running_pod_of(name, containers).await
+    }
+
+    async fn running_pod_of(&self, name: &str, containers: Vec<Container>) -> Pod {
+        let count = containers.len();
         let pod = Pod {
             metadata: ObjectMeta {
                 name: Some(name.to_string()),
@@ -297,10 +308,7 @@ impl Bed {
             },
             spec: Some(PodSpec {
                 node_name: Some(self.node.clone()),
-                containers: containers
-                    .iter()
-                    .map(|name| shell_container(name))
-                    .collect(),
+                containers,
                 termination_grace_period_seconds: Some(5),
                 ..Default::default()
             }),
@@ -312,7 +320,7 @@ impl Bed {
             .expect("create pod");
         self.pod_until(name, "all containers running", |pod| {
             let statuses = container_statuses(pod);
-            statuses.len() == containers.len() && statuses.iter().all(running)
+            statuses.len() == count && statuses.iter().all(running)
         })
         .await
     }
@@ -347,6 +355,26 @@ impl Bed {
         extra_labels: &[(&str, &str)],
         active_deadline_seconds: i64,
     ) -> DynamicObject {
+        self.create_crr_full(
+            pod,
+            containers,
+            strategy,
+            extra_labels,
+            active_deadline_seconds,
+        )
+        .await
+    }
+
+    /// The most general create: the webhook also copies each container's `lifecycle.preStop`
+    /// from the pod spec (§4.2).
+    async fn create_crr_full(
+        &self,
+        pod: &Pod,
+        containers: &[&str],
+        strategy: Value,
+        extra_labels: &[(&str, &str)],
+        active_deadline_seconds: i64,
+    ) -> DynamicObject {
         let name = unique("crr");
         let mut labels = BTreeMap::from([
             (CRR_NODE_NAME_LABEL.to_string(), self.node.clone()),
@@ -365,7 +393,14 @@ impl Bed {
                 let status = container_statuses(pod)
                     .iter()
                     .find(|status| status.name == *name);
-                json!({
+                let pre_stop = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|spec| spec.containers.iter().find(|c| c.name == *name))
+                    .and_then(|c| c.lifecycle.as_ref())
+                    .and_then(|lifecycle| lifecycle.pre_stop.as_ref())
+                    .map(|hook| serde_json::to_value(hook).unwrap());
+                let mut container = json!({
                     "name": name,
                     "statusContext": {
                         "containerID": status
@@ -373,7 +408,11 @@ impl Bed {
                             .unwrap_or_else(|| "containerd://0123456789abcdef".into()),
                         "restartCount": status.map_or(0, |status| status.restart_count),
                     },
-                })
+                });
+                if let Some(pre_stop) = pre_stop {
+                    container["preStop"] = pre_stop;
+                }
+                container
             })
             .collect();
         let mut strategy = strategy;
@@ -816,5 +855,60 @@ async fn a_v1alpha1_controller_reads_the_snapshot_annotation_and_completes() {
     );
     let pod = bed.pods.get(&pod_name).await.unwrap();
     assert_eq!(status_of(&pod, "app").restart_count, 1);
+    bed.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_pre_stop_hook_is_reported_and_the_container_still_recreated() {
+    let bed = Bed::start().await;
+    let name = unique("prestop");
+    let app = Container {
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                exec: Some(ExecAction {
+                    command: Some(vec![
+                        "/bin/sh".into(),
+                        "-c".into(),
+                        "echo no; exit 3".into(),
+                    ]),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..shell_container("app")
+    };
+    let pod = bed.running_pod_of(&name, vec![app]).await;
+    let pod_uid = pod.metadata.uid.clone().unwrap();
+    let crr = bed.create_crr(&pod, &["app"], json!({}), &[]).await;
+    let crr = bed.completed(crr.metadata.name.as_deref().unwrap()).await;
+    assert_eq!(
+        states(&crr),
+        vec![json!({"name": "app", "phase": "Succeeded", "isKilled": true})]
+    );
+    let pod = bed.pods.get(&name).await.unwrap();
+    assert_eq!(status_of(&pod, "app").restart_count, 1);
+
+    let events = bed.events.list(&ListParams::default()).await.unwrap().items;
+    let failed: Vec<&Event> = events
+        .iter()
+        .filter(|event| {
+            event.involved_object.uid.as_deref() == Some(pod_uid.as_str())
+                && event.reason.as_deref() == Some("FailedPreStopHook")
+        })
+        .collect();
+    assert_eq!(failed.len(), 1, "{events:?}");
+    assert_eq!(failed[0].type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        failed[0].involved_object.field_path.as_deref(),
+        Some("spec.containers{app}")
+    );
+    let message = failed[0].message.as_deref().unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "Exec lifecycle hook ([/bin/sh -c echo no; exit 3]) for Container \"app\""
+        ),
+        "{message}"
+    );
     bed.finish().await;
 }
