@@ -41,9 +41,11 @@ pub const DEFAULT_WORKERS: usize = 32;
 pub const EVENT_COMPONENT: &str = "kruise-daemon-crr";
 /// How many times a status PUT is retried on a conflict before the sync is retried later.
 const CONFLICT_RETRIES: usize = 5;
-/// How soon a pod is looked at again while the pod watch has not listed yet, or while the
-/// CRR cache is behind our last write (the watch event usually comes first).
+/// How soon a pod is looked at again while the CRR cache is behind our last write (the
+/// watch event usually comes first).
 const CACHE_WAIT: Duration = Duration::from_millis(200);
+/// How soon a pod is looked at again while the pod watch has not listed yet.
+const POD_LIST_WAIT: Duration = Duration::from_secs(1);
 /// How often a pod whose picked CRR is past its deadline is looked at again, waiting for the
 /// manager to complete it (§4.3 step 4).
 const DEADLINE_RECHECK: Duration = Duration::from_secs(5);
@@ -139,6 +141,15 @@ pub struct RecreateController {
     node_name: String,
     workers: usize,
     shared: Arc<Shared>,
+}
+
+/// A sync task that is aborted when its worker is (at shutdown).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// What a sync asks of the queue.
@@ -416,15 +427,26 @@ impl Shared {
     async fn work(self: Arc<Self>) {
         while let Some(key) = self.queue.get().await {
             let started = Instant::now();
-            match self.sync(&key).await {
-                Ok(Next::Done) => self.queue.forget(&key),
-                Ok(Next::After(delay)) => {
+            // Its own task, so that a panic fails this sync only: the pod is retried and the
+            // worker and the other pods carry on.
+            let mut sync = AbortOnDrop(tokio::spawn({
+                let shared = Arc::clone(&self);
+                let key = key.clone();
+                async move { shared.sync(&key).await }
+            }));
+            match (&mut sync.0).await {
+                Ok(Ok(Next::Done)) => self.queue.forget(&key),
+                Ok(Ok(Next::After(delay))) => {
                     self.queue.forget(&key);
                     self.queue.add_after(&key, delay);
                 }
-                Err(error) => {
+                Ok(Err(error)) => {
                     let delay = self.queue.add_rate_limited(&key);
                     warn!(%key, %error, reason = error.metric_label(), ?delay, "CRR sync failed; retrying");
+                }
+                Err(error) => {
+                    let delay = self.queue.add_rate_limited(&key);
+                    warn!(%key, %error, ?delay, "CRR sync panicked; retrying");
                 }
             }
             debug!(%key, elapsed = ?started.elapsed(), "synced pod's CRRs");
@@ -437,7 +459,7 @@ impl Shared {
         let (crrs, pod) = {
             let cache = self.cache();
             if !cache.pods_listed {
-                return Ok(Next::After(CACHE_WAIT));
+                return Ok(Next::After(POD_LIST_WAIT));
             }
             let crrs: Vec<CrrView> = cache
                 .crrs
