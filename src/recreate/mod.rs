@@ -26,10 +26,12 @@
 //!
 //! [`sync_pod`] does the same in one call when the order of the writes does not matter.
 
+pub mod controller;
 pub mod expectations;
 mod go_text;
 pub mod kill;
 pub mod picking;
+pub mod queue;
 pub mod runtime;
 pub mod state;
 #[cfg(test)]

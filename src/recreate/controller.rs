@@ -1,0 +1,728 @@
+//! The daemon's ContainerRecreateRequest controller (§4.4): watches this node's active CRRs
+//! and pods, serialises the work per pod (`<namespace>/<podName>`), and for each pod picks
+//! a CRR, runs the core ([`super::sync_picked`]) and writes what it returns.
+//!
+//! Writes follow kruise master: phase changes and completion are a fresh GET and a PUT of
+//! the status subresource (resourceVersion precondition, retried on conflict); the
+//! per-container states are a merge patch of `/status`. Each write's resourceVersion is
+//! remembered so a stale cached copy is not acted on (§1.4).
+//!
+//! No metrics of its own yet: the work queue and sync outcomes are logged.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::core::{DynamicObject, PartialObjectMeta};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use super::queue::WorkQueue;
+use super::version::states_merge_patch;
+use super::{CrrView, SyncError, Write, WriteExpectations};
+use crate::agent::Shutdown;
+use crate::api::{
+    CRR_ACTIVE_LABEL, CRR_NODE_NAME_LABEL, ContainerRecreateRequestPhase, v1alpha1, v1beta1,
+};
+use crate::apiversions::KruiseVersion;
+use crate::cri::RuntimeSet;
+use crate::events::{EventType, Recorder};
+use crate::readiness::ReadinessCheck;
+
+/// Kruise's hard-coded number of CRR workers (§1.3); `--crr-workers` may change it.
+pub const DEFAULT_WORKERS: usize = 32;
+/// The event component of the controller (§1.4).
+pub const EVENT_COMPONENT: &str = "kruise-daemon-crr";
+/// How many times a status PUT is retried on a conflict before the sync is retried later.
+const CONFLICT_RETRIES: usize = 5;
+/// How soon a pod is looked at again while the CRR cache is behind our last write (the
+/// watch event usually comes first).
+const CACHE_WAIT: Duration = Duration::from_millis(200);
+/// How soon a pod is looked at again while the pod watch has not listed yet.
+const POD_LIST_WAIT: Duration = Duration::from_secs(1);
+/// How often a pod whose picked CRR is past its deadline is looked at again, waiting for the
+/// manager to complete it (§4.3 step 4).
+const DEADLINE_RECHECK: Duration = Duration::from_secs(5);
+/// How long shutdown waits for workers in the middle of a sync.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a sync failed; the pod is retried with back-off.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// The core could not read the runtime's view of the pod.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    /// A status write failed.
+    #[error("failed to {action} ContainerRecreateRequest {namespace}/{name}: {source}")]
+    Write {
+        /// What was written.
+        action: &'static str,
+        /// The CRR's namespace.
+        namespace: String,
+        /// The CRR's name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// A status PUT kept conflicting.
+    #[error(
+        "failed to {action} ContainerRecreateRequest {namespace}/{name}: still conflicting after {CONFLICT_RETRIES} attempts"
+    )]
+    Conflict {
+        /// What was written.
+        action: &'static str,
+        /// The CRR's namespace.
+        namespace: String,
+        /// The CRR's name.
+        name: String,
+    },
+}
+
+impl ControllerError {
+    /// A bounded label for logs and metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Sync(error) => error.metric_label(),
+            Self::Write { .. } => "write",
+            Self::Conflict { .. } => "conflict",
+        }
+    }
+}
+
+/// What the controller knows of one pod of this node.
+#[derive(Debug, Clone)]
+struct PodMeta {
+    uid: String,
+    deleting: bool,
+}
+
+#[derive(Default)]
+struct Cache {
+    /// CRRs by queue key, then by name.
+    crrs: HashMap<String, BTreeMap<String, CrrView>>,
+    /// Pods by `<namespace>/<name>`.
+    pods: HashMap<String, PodMeta>,
+    /// Whether the pod watch has listed once.
+    pods_listed: bool,
+    /// The CRR list in progress after a watch (re)start.
+    crr_relist: Option<HashMap<String, BTreeMap<String, CrrView>>>,
+    /// The pod list in progress after a watch (re)start.
+    pod_relist: Option<HashMap<String, PodMeta>>,
+}
+
+impl Cache {
+    fn has_active(&self, key: &str) -> bool {
+        self.crrs.get(key).is_some_and(|crrs| {
+            crrs.values()
+                .any(|crr| !crr.deleting && !crr.is_completed())
+        })
+    }
+}
+
+struct Shared {
+    client: kube::Client,
+    version: KruiseVersion,
+    runtimes: RuntimeSet,
+    recorder: Arc<Recorder>,
+    cache: Mutex<Cache>,
+    expectations: Mutex<super::ResourceVersionExpectations>,
+    queue: Arc<WorkQueue>,
+}
+
+/// The CRR controller of one node.
+pub struct RecreateController {
+    node_name: String,
+    workers: usize,
+    shared: Arc<Shared>,
+}
+
+/// A sync task that is aborted when its worker is (at shutdown).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What a sync asks of the queue.
+enum Next {
+    Done,
+    After(Duration),
+}
+
+impl RecreateController {
+    /// A controller for `node_name`, speaking `version` of the CRR API, with `workers` pods
+    /// synced in parallel (kruise: 32), recording events with `recorder` (component
+    /// [`EVENT_COMPONENT`]).
+    pub fn new(
+        client: kube::Client,
+        node_name: &str,
+        version: KruiseVersion,
+        runtimes: RuntimeSet,
+        workers: usize,
+        recorder: Arc<Recorder>,
+    ) -> Self {
+        Self {
+            node_name: node_name.to_owned(),
+            workers: workers.max(1),
+            shared: Arc::new(Shared {
+                client,
+                version,
+                runtimes,
+                recorder,
+                cache: Mutex::new(Cache::default()),
+                expectations: Mutex::new(super::ResourceVersionExpectations::new()),
+                queue: WorkQueue::new(),
+            }),
+        }
+    }
+
+    /// Runs until shutdown. `ready` is set once the CRR watch has listed (kruise's
+    /// `crrInformerSynced`).
+    pub async fn run(self, ready: ReadinessCheck, shutdown: Shutdown) {
+        let shared = &self.shared;
+        let crr_api: Api<DynamicObject> = Api::all_with(
+            shared.client.clone(),
+            &shared
+                .version
+                .resource("ContainerRecreateRequest", "containerrecreaterequests"),
+        );
+        let crr_selector = format!(
+            "{CRR_NODE_NAME_LABEL}={},{CRR_ACTIVE_LABEL}=true",
+            self.node_name
+        );
+        let crr_stream =
+            watcher(crr_api, watcher::Config::default().labels(&crr_selector)).default_backoff();
+        // Metadata only: the pod's UID and deletion are all the controller needs of it.
+        let pod_api: Api<PartialObjectMeta<Pod>> = Api::all(shared.client.clone());
+        let pod_selector = format!("spec.nodeName={}", self.node_name);
+        let pod_stream =
+            watcher(pod_api, watcher::Config::default().fields(&pod_selector)).default_backoff();
+        let mut crr_stream = std::pin::pin!(crr_stream);
+        let mut pod_stream = std::pin::pin!(pod_stream);
+
+        let mut workers = JoinSet::new();
+        for _ in 0..self.workers {
+            let shared = Arc::clone(shared);
+            workers.spawn(async move { shared.work().await });
+        }
+
+        let shutdown_signal = shutdown.wait();
+        tokio::pin!(shutdown_signal);
+        loop {
+            tokio::select! {
+                event = crr_stream.next() => match event {
+                    Some(Ok(event)) => shared.on_crr_event(event, &ready),
+                    Some(Err(error)) => warn!(%error, "ContainerRecreateRequest watch error; retrying"),
+                    None => break,
+                },
+                event = pod_stream.next() => match event {
+                    Some(Ok(event)) => shared.on_pod_event(event),
+                    Some(Err(error)) => warn!(%error, "pod watch error; retrying"),
+                    None => break,
+                },
+                () = &mut shutdown_signal => break,
+            }
+        }
+        shared.queue.shut_down();
+        // Let a sync in the middle of a kill finish its write; the core is crash-safe if not.
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while workers.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!("CRR workers still busy at shutdown; aborting them");
+        }
+    }
+}
+
+fn decode(object: DynamicObject, version: KruiseVersion) -> Result<CrrView, serde_json::Error> {
+    let value = serde_json::to_value(object)?;
+    Ok(match version {
+        KruiseVersion::V1alpha1 => CrrView::from_v1alpha1(&serde_json::from_value::<
+            v1alpha1::ContainerRecreateRequest,
+        >(value)?),
+        KruiseVersion::V1beta1 => CrrView::from_v1beta1(&serde_json::from_value::<
+            v1beta1::ContainerRecreateRequest,
+        >(value)?),
+    })
+}
+
+fn pod_key(meta: &PartialObjectMeta<Pod>) -> String {
+    format!(
+        "{}/{}",
+        meta.metadata.namespace.as_deref().unwrap_or_default(),
+        meta.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+fn pod_meta(meta: &PartialObjectMeta<Pod>) -> PodMeta {
+    PodMeta {
+        uid: meta.metadata.uid.clone().unwrap_or_default(),
+        deleting: meta.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+fn insert(crrs: &mut HashMap<String, BTreeMap<String, CrrView>>, view: CrrView) {
+    crrs.entry(view.queue_key())
+        .or_default()
+        .insert(view.name.clone(), view);
+}
+
+fn remove(crrs: &mut HashMap<String, BTreeMap<String, CrrView>>, key: &str, name: &str) {
+    if let Some(of_pod) = crrs.get_mut(key) {
+        of_pod.remove(name);
+        if of_pod.is_empty() {
+            crrs.remove(key);
+        }
+    }
+}
+
+fn active(view: &CrrView) -> bool {
+    !view.deleting && !view.is_completed()
+}
+
+impl Shared {
+    fn cache(&self) -> MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn expectations(&self) -> MutexGuard<'_, super::ResourceVersionExpectations> {
+        self.expectations.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn on_crr_event(&self, event: watcher::Event<DynamicObject>, ready: &ReadinessCheck) {
+        match event {
+            watcher::Event::Init => self.cache().crr_relist = Some(HashMap::new()),
+            watcher::Event::InitApply(object) => {
+                if let Some(view) = self.decode(object) {
+                    let mut cache = self.cache();
+                    if let Some(relist) = cache.crr_relist.as_mut() {
+                        insert(relist, view);
+                    }
+                }
+            }
+            watcher::Event::InitDone => {
+                let keys: Vec<String> = {
+                    let mut cache = self.cache();
+                    if let Some(relist) = cache.crr_relist.take() {
+                        cache.crrs = relist;
+                    }
+                    cache
+                        .crrs
+                        .keys()
+                        .filter(|key| cache.has_active(key))
+                        .cloned()
+                        .collect()
+                };
+                for key in keys {
+                    self.queue.add(&key);
+                }
+                ready.set(true);
+            }
+            watcher::Event::Apply(object) => {
+                let Some(view) = self.decode(object) else {
+                    return;
+                };
+                let key = view.queue_key();
+                let enqueue = {
+                    let is_active = active(&view);
+                    let mut cache = self.cache();
+                    insert(&mut cache.crrs, view);
+                    // Kruise enqueues only active CRRs; we also look again when one of a
+                    // pod's CRRs finishes so that the next one is picked without waiting.
+                    is_active || cache.has_active(&key)
+                };
+                if enqueue {
+                    self.queue.add(&key);
+                }
+            }
+            watcher::Event::Delete(object) => {
+                let Some(view) = self.decode(object) else {
+                    return;
+                };
+                let key = view.queue_key();
+                // Deleted, or the manager removed the `active` label: drop expectations.
+                self.expectations().forget(&view);
+                let enqueue = {
+                    let mut cache = self.cache();
+                    remove(&mut cache.crrs, &key, &view.name);
+                    cache.has_active(&key)
+                };
+                if enqueue {
+                    self.queue.add(&key);
+                }
+            }
+        }
+    }
+
+    fn on_pod_event(&self, event: watcher::Event<PartialObjectMeta<Pod>>) {
+        let key = match event {
+            watcher::Event::Init => {
+                self.cache().pod_relist = Some(HashMap::new());
+                return;
+            }
+            watcher::Event::InitApply(meta) => {
+                let mut cache = self.cache();
+                if let Some(relist) = cache.pod_relist.as_mut() {
+                    relist.insert(pod_key(&meta), pod_meta(&meta));
+                }
+                return;
+            }
+            watcher::Event::InitDone => {
+                let keys: Vec<String> = {
+                    let mut cache = self.cache();
+                    if let Some(relist) = cache.pod_relist.take() {
+                        cache.pods = relist;
+                    }
+                    cache.pods_listed = true;
+                    cache
+                        .crrs
+                        .keys()
+                        .filter(|key| cache.has_active(key))
+                        .cloned()
+                        .collect()
+                };
+                for key in keys {
+                    self.queue.add(&key);
+                }
+                return;
+            }
+            watcher::Event::Apply(meta) => {
+                let key = pod_key(&meta);
+                self.cache().pods.insert(key.clone(), pod_meta(&meta));
+                key
+            }
+            watcher::Event::Delete(meta) => {
+                let key = pod_key(&meta);
+                self.cache().pods.remove(&key);
+                key
+            }
+        };
+        if self.cache().has_active(&key) {
+            self.queue.add(&key);
+        }
+    }
+
+    fn decode(&self, object: DynamicObject) -> Option<CrrView> {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let namespace = object.metadata.namespace.clone().unwrap_or_default();
+        match decode(object, self.version) {
+            Ok(view) => Some(view),
+            Err(error) => {
+                warn!(%namespace, %name, %error, "ignoring an undecodable ContainerRecreateRequest");
+                None
+            }
+        }
+    }
+
+    async fn work(self: Arc<Self>) {
+        while let Some(key) = self.queue.get().await {
+            let started = Instant::now();
+            // Its own task, so that a panic fails this sync only: the pod is retried and the
+            // worker and the other pods carry on.
+            let mut sync = AbortOnDrop(tokio::spawn({
+                let shared = Arc::clone(&self);
+                let key = key.clone();
+                async move { shared.sync(&key).await }
+            }));
+            match (&mut sync.0).await {
+                Ok(Ok(Next::Done)) => self.queue.forget(&key),
+                Ok(Ok(Next::After(delay))) => {
+                    self.queue.forget(&key);
+                    self.queue.add_after(&key, delay);
+                }
+                Ok(Err(error)) => {
+                    let delay = self.queue.add_rate_limited(&key);
+                    warn!(%key, %error, reason = error.metric_label(), ?delay, "CRR sync failed; retrying");
+                }
+                Err(error) => {
+                    let delay = self.queue.add_rate_limited(&key);
+                    warn!(%key, %error, ?delay, "CRR sync panicked; retrying");
+                }
+            }
+            debug!(%key, elapsed = ?started.elapsed(), "synced pod's CRRs");
+            self.queue.done(&key);
+        }
+    }
+
+    /// One sync of a pod's CRRs (§4.4 `sync(key)`).
+    async fn sync(&self, key: &str) -> Result<Next, ControllerError> {
+        let (crrs, pod) = {
+            let cache = self.cache();
+            if !cache.pods_listed {
+                return Ok(Next::After(POD_LIST_WAIT));
+            }
+            let crrs: Vec<CrrView> = cache
+                .crrs
+                .get(key)
+                .map(|crrs| crrs.values().cloned().collect())
+                .unwrap_or_default();
+            (crrs, cache.pods.get(key).cloned())
+        };
+        if crrs.is_empty() {
+            return Ok(Next::Done);
+        }
+        // The pod is gone, going, or another pod of the same name: nothing of it is ours to
+        // stop. The manager completes such CRRs with "pod has gone" (§4.3 step 2).
+        let Some(pod) = pod.filter(|pod| !pod.deleting) else {
+            debug!(%key, "pod gone or deleting; not acting on its CRRs");
+            return Ok(Next::Done);
+        };
+        let crrs: Vec<CrrView> = crrs
+            .into_iter()
+            .filter(|crr| crr.pod_uid() == pod.uid)
+            .collect();
+
+        let pick = {
+            let mut expectations = self.expectations();
+            let now = Instant::now();
+            // Stricter than kruise, which stops only at the stale CRR in picking order: two
+            // CRRs created in the same second sort by name, so a stale copy of the one we
+            // just set Recreating could let the other be picked too. Wait for every copy.
+            let stale = crrs.iter().any(|crr| {
+                matches!(
+                    expectations.check(crr, now),
+                    super::Expectation::Unsatisfied { waited } if waited < super::MAX_EXPECTATION_WAIT
+                )
+            });
+            if stale {
+                return Ok(Next::After(CACHE_WAIT));
+            }
+            super::pick(&crrs, &mut *expectations, now)
+        };
+        for crr in &pick.mark_pending {
+            self.set_phase(crr, ContainerRecreateRequestPhase::Pending)
+                .await?;
+        }
+        let Some(crr) = pick.picked else {
+            if pick.waiting_for_cache.is_some() {
+                return Ok(Next::After(CACHE_WAIT));
+            }
+            return Ok(Next::Done);
+        };
+
+        let now = Timestamp::now();
+        if let Some(left) = deadline_left(crr, now)
+            && left.is_zero()
+        {
+            // Past activeDeadlineSeconds: stop here and leave completion to the manager
+            // (§4.3 step 4), so no container is stopped after the deadline.
+            info!(namespace = %crr.namespace, name = %crr.name, "CRR past its activeDeadlineSeconds; not acting");
+            return Ok(Next::After(DEADLINE_RECHECK));
+        }
+
+        let outcome = super::sync_picked(crr, &self.runtimes, now).await?;
+        for kill in &outcome.kills {
+            info!(
+                namespace = %crr.namespace,
+                crr = %crr.name,
+                elapsed = ?kill.elapsed,
+                stop_grace_seconds = kill.stop_grace_seconds,
+                stopped = kill.result.is_ok(),
+                "stopped container"
+            );
+        }
+        for event in &outcome.events {
+            self.publish(crr, &pod, event).await;
+        }
+        match outcome.write {
+            Some(Write::Phase(phase)) => self.set_phase(crr, phase).await?,
+            Some(Write::States(states)) => self.patch_states(crr, &states).await?,
+            Some(Write::Complete { message }) => self.complete(crr, &message).await?,
+            None => {}
+        }
+        Ok(match outcome.requeue_after {
+            Some(after) => Next::After(after),
+            None => Next::Done,
+        })
+    }
+
+    async fn publish(&self, crr: &CrrView, pod: &PodMeta, event: &super::ContainerEvent) {
+        let reference = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            namespace: Some(crr.namespace.clone()),
+            name: Some(crr.pod_name.clone()),
+            uid: Some(pod.uid.clone()),
+            field_path: Some(event.field_path()),
+            ..ObjectReference::default()
+        };
+        let event_type = match event.event_type {
+            super::EventType::Normal => EventType::Normal,
+            super::EventType::Warning => EventType::Warning,
+        };
+        self.recorder
+            .publish(&reference, event_type, event.reason, &event.message)
+            .await;
+    }
+
+    fn api(&self, namespace: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            self.client.clone(),
+            namespace,
+            &self
+                .version
+                .resource("ContainerRecreateRequest", "containerrecreaterequests"),
+        )
+    }
+
+    fn expect(&self, crr: &CrrView, object: &DynamicObject) {
+        if let Some(resource_version) = object.metadata.resource_version.as_deref() {
+            self.expectations().expect(&crr.uid, resource_version);
+        }
+    }
+
+    async fn set_phase(
+        &self,
+        crr: &CrrView,
+        phase: ContainerRecreateRequestPhase,
+    ) -> Result<(), ControllerError> {
+        let phase = phase.to_string();
+        self.put_status("update phase of", crr, |status| {
+            status.insert("phase".into(), phase.clone().into());
+        })
+        .await?;
+        info!(namespace = %crr.namespace, name = %crr.name, %phase, "set CRR phase");
+        Ok(())
+    }
+
+    async fn complete(&self, crr: &CrrView, message: &str) -> Result<(), ControllerError> {
+        let completion_time = serde_json::to_value(Time(Timestamp::now())).unwrap_or_default();
+        self.put_status("complete", crr, |status| {
+            status.insert(
+                "phase".into(),
+                ContainerRecreateRequestPhase::Completed.to_string().into(),
+            );
+            status.insert("completionTime".into(), completion_time.clone());
+            status.insert("message".into(), message.into());
+        })
+        .await?;
+        info!(namespace = %crr.namespace, name = %crr.name, %message, "completed CRR");
+        Ok(())
+    }
+
+    /// Fresh GET and PUT of the status subresource, retried on conflict (kruise master's
+    /// `RetryOnConflict` around `UpdateStatus`, §4.4 steps 3 and 5.8). Nothing is written to
+    /// a CRR that was replaced or completed meanwhile.
+    async fn put_status(
+        &self,
+        action: &'static str,
+        crr: &CrrView,
+        change: impl Fn(&mut serde_json::Map<String, serde_json::Value>),
+    ) -> Result<(), ControllerError> {
+        let api = self.api(&crr.namespace);
+        let failed = |source| ControllerError::Write {
+            action,
+            namespace: crr.namespace.clone(),
+            name: crr.name.clone(),
+            source,
+        };
+        for _ in 0..CONFLICT_RETRIES {
+            let mut object = match api.get_status(&crr.name).await {
+                Ok(object) => object,
+                Err(kube::Error::Api(status)) if status.is_not_found() => return Ok(()),
+                Err(error) => return Err(failed(error)),
+            };
+            if object.metadata.uid.as_deref() != Some(crr.uid.as_str()) {
+                return Ok(());
+            }
+            let status = object
+                .data
+                .as_object_mut()
+                .map(|data| {
+                    data.entry("status")
+                        .or_insert_with(|| serde_json::json!({}))
+                })
+                .and_then(serde_json::Value::as_object_mut);
+            let Some(status) = status else {
+                return Ok(());
+            };
+            if status
+                .get("completionTime")
+                .is_some_and(|time| !time.is_null())
+            {
+                return Ok(());
+            }
+            change(status);
+            match api
+                .replace_status(&crr.name, &PostParams::default(), &object)
+                .await
+            {
+                Ok(written) => {
+                    self.expect(crr, &written);
+                    return Ok(());
+                }
+                Err(kube::Error::Api(status)) if status.is_conflict() => continue,
+                Err(kube::Error::Api(status)) if status.is_not_found() => return Ok(()),
+                Err(error) => return Err(failed(error)),
+            }
+        }
+        Err(ControllerError::Conflict {
+            action,
+            namespace: crr.namespace.clone(),
+            name: crr.name.clone(),
+        })
+    }
+
+    /// Merge patch of `status.containerRecreateStates` (§4.4 step 5.5).
+    async fn patch_states(
+        &self,
+        crr: &CrrView,
+        states: &[super::ContainerRecreateState],
+    ) -> Result<(), ControllerError> {
+        let written = self
+            .api(&crr.namespace)
+            .patch_status(
+                &crr.name,
+                &PatchParams::default(),
+                &Patch::Merge(states_merge_patch(states)),
+            )
+            .await
+            .map_err(|source| ControllerError::Write {
+                action: "patch containerRecreateStates of",
+                namespace: crr.namespace.clone(),
+                name: crr.name.clone(),
+                source,
+            })?;
+        self.expect(crr, &written);
+        debug!(namespace = %crr.namespace, name = %crr.name, ?states, "patched CRR states");
+        Ok(())
+    }
+}
+
+/// Time left before `activeDeadlineSeconds` since creation, if the CRR has a deadline.
+fn deadline_left(crr: &CrrView, now: Timestamp) -> Option<Duration> {
+    let seconds = crr.active_deadline_seconds?;
+    let created = crr.creation_timestamp?;
+    let elapsed = now.duration_since(created);
+    let left = k8s_openapi::jiff::SignedDuration::from_secs(seconds) - elapsed;
+    Some(Duration::try_from(left).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recreate::testing::crr_with_containers;
+
+    #[test]
+    fn the_deadline_counts_from_creation() {
+        let mut crr = crr_with_containers(&[]);
+        let created: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        crr.creation_timestamp = Some(created);
+        assert_eq!(deadline_left(&crr, created), None);
+        crr.active_deadline_seconds = Some(10);
+        let later = created + k8s_openapi::jiff::SignedDuration::from_secs(4);
+        assert_eq!(deadline_left(&crr, later), Some(Duration::from_secs(6)));
+        let past = created + k8s_openapi::jiff::SignedDuration::from_secs(11);
+        assert_eq!(deadline_left(&crr, past), Some(Duration::ZERO));
+    }
+}
