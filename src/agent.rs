@@ -34,6 +34,8 @@ pub struct AgentConfig {
     pub kubeconfig: Option<PathBuf>,
     /// Node-wide cap on concurrent CRI pulls.
     pub max_concurrent_pulls: usize,
+    /// Pods worked on in parallel for ContainerRecreateRequests (`--crr-workers`).
+    pub crr_workers: usize,
     /// kubelet `CredentialProviderConfig` (`--plugin-config-file`).
     pub plugin_config_file: PathBuf,
     /// Credential provider plugin binaries (`--plugin-bin-dir`).
@@ -136,7 +138,9 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         runtimes_tx,
         shutdown.clone(),
     ));
+    // kruise-daemon's /healthz check names (§7.1).
     let node_image_check = readiness.register("nodeImageInformerSynced");
+    let crr_check = readiness.register("crrInformerSynced");
     let controllers = tokio::spawn({
         let client = client.clone();
         let shutdown = shutdown.clone();
@@ -176,7 +180,23 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
                 metrics.clone(),
                 plugins,
             );
-            puller.run(node_image_check, shutdown.clone()).await;
+            let recorder = Arc::new(crate::events::Recorder::new(
+                client.clone(),
+                crate::recreate::controller::EVENT_COMPONENT,
+                &config.node_name,
+            ));
+            let recreate = crate::recreate::controller::RecreateController::new(
+                client.clone(),
+                &config.node_name,
+                versions.container_recreate_request,
+                runtimes.clone(),
+                config.crr_workers,
+                recorder,
+            );
+            tokio::join!(
+                puller.run(node_image_check, shutdown.clone()),
+                recreate.run(crr_check, shutdown.clone()),
+            );
         }
     });
 

@@ -90,6 +90,10 @@ pub struct AgentArgs {
     #[arg(long, default_value_t = -1, allow_negative_numbers = true, value_name = "N")]
     pub max_workers_for_pull_image: i32,
 
+    /// Pods whose ContainerRecreateRequests are worked on in parallel (kruise: 32, fixed).
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub crr_workers: usize,
+
     /// kubelet CredentialProviderConfig for image pull credential plugins.
     #[arg(
         long,

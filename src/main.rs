@@ -64,6 +64,7 @@ fn run_agent(args: cli::AgentArgs, matches: &clap::ArgMatches) -> anyhow::Result
             .ok()
             .filter(|n| *n > 0)
             .unwrap_or(kruised::cli::DEFAULT_MAX_CONCURRENT_PULLS),
+        crr_workers: args.crr_workers.max(1),
         plugin_config_file: args.plugin_config_file.clone(),
         plugin_bin_dir: args.plugin_bin_dir.clone(),
     };

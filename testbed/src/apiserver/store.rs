@@ -118,10 +118,9 @@ pub fn rfc3339_after(seconds: i64) -> String {
     let then = now
         .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(seconds))
         .unwrap_or(now);
-    then.round(k8s_openapi::jiff::Unit::Second)
-        .unwrap_or(then)
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    // Truncated to the second, as metav1.Time serialises (rounding up would put an
+    // object's creation after events of the same second).
+    then.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 fn random_token(len: usize, alphabet: &[u8]) -> String {
