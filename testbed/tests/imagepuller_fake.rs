@@ -81,15 +81,24 @@ async fn pulls_are_capped_node_wide_and_identical_references_share_one_pull() {
     .unwrap();
     api.create(&PostParams::default(), &object).await.unwrap();
     eventually("two pulls held in flight", || fake.in_flight_pulls() == 2).await;
-    // Give the puller every chance to exceed the cap before checking it.
+    // Both started pulls are reported Pulling (writes are batched; wait for them).
+    let start = Instant::now();
     let status = loop {
         let status = api.get("fake-node").await.unwrap().data["status"].clone();
-        if status["pulling"].as_i64().unwrap_or(0) + status["waiting"].as_i64().unwrap_or(0) == 6 {
+        if status["pulling"].as_i64().unwrap_or(0) >= 2 {
             break status;
         }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "two tags Pulling: {status}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert!(status["pulling"].as_i64().unwrap() >= 2, "{status}");
+    assert_eq!(
+        status["pulling"].as_i64().unwrap() + status["waiting"].as_i64().unwrap(),
+        6,
+        "every tag is Waiting or Pulling while pulls are held: {status}"
+    );
     assert_eq!(fake.in_flight_pulls(), 2);
     fake.release_pulls();
     let start = Instant::now();
