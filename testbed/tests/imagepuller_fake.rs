@@ -128,3 +128,89 @@ async fn pulls_are_capped_node_wide_and_identical_references_share_one_pull() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn more_than_256_images_fail_the_excess_with_a_precise_message_and_duplicates_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeCri::builder().runtime_name("fake").build();
+    let handle = fake.serve_unix(dir.path().join("cri.sock")).await.unwrap();
+    let server = ApiServer::start(ApiServerConfig::default()).await.unwrap();
+    server
+        .apply_crds_from_dir(std::path::Path::new(REFERENCE_CRDS))
+        .unwrap();
+    let runtimes = DiscoveryConfig {
+        runtime_endpoint: Some(handle.endpoint().to_string()),
+        ..Default::default()
+    }
+    .discover(None)
+    .await
+    .unwrap();
+    let puller = kruised::imagepuller::build(
+        server.client(),
+        "big-node",
+        KruiseVersion::V1beta1,
+        &runtimes,
+        8,
+        Metrics::new(),
+        kruised::credentials::plugin::CredentialPlugins::none(),
+    );
+    let readiness = Readiness::new();
+    let (_trigger, shutdown) = kruised::agent::shutdown_channel();
+    tokio::spawn(puller.run(readiness.register("nodeImageInformerSynced"), shutdown));
+    let mut images = serde_json::Map::new();
+    for i in 0..257 {
+        images.insert(
+            format!("quay.io/org/app-{i:03}"),
+            json!({"tags": [tag("1")]}),
+        );
+    }
+    // A duplicate tag (a bypassed webhook): the first entry owns the status.
+    images.insert(
+        "quay.io/org/app-000".into(),
+        json!({"tags": [tag("1"), tag("1")]}),
+    );
+    let api: Api<DynamicObject> = Api::all_with(
+        server.client(),
+        &KruiseVersion::V1beta1.resource("NodeImage", "nodeimages"),
+    );
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "apps.kruise.io/v1beta1", "kind": "NodeImage", "metadata": {"name": "big-node"},
+        "spec": {"images": images}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &object).await.unwrap();
+    let start = Instant::now();
+    let status = loop {
+        let status = api.get("big-node").await.unwrap().data["status"].clone();
+        if status["succeeded"].as_i64().unwrap_or(0) + status["failed"].as_i64().unwrap_or(0) == 257
+        {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "every tag finishes: {}",
+            status["succeeded"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        status["desired"], 258,
+        "desired counts every tag entry of the spec"
+    );
+    assert_eq!(status["succeeded"], 256);
+    assert_eq!(status["failed"], 1);
+    let excess = &status["imageStatuses"]["quay.io/org/app-256"]["tags"][0];
+    assert_eq!(excess["phase"], "Failed");
+    assert_eq!(
+        excess["message"],
+        "NodeImage big-node has 257 images; at most 256 are allowed"
+    );
+    assert_eq!(
+        status["imageStatuses"]["quay.io/org/app-000"]["tags"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(fake.count("PullImage"), 256);
+}
