@@ -63,6 +63,16 @@ fn tag(name: &str, version: i64) -> Value {
            "pullPolicy": {"timeoutSeconds": 600, "backoffLimit": 3}})
 }
 
+/// Kills the agent when dropped, also when the benchmark fails half-way.
+struct AgentProcess(Child);
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs the benchmark against the environment in `dir` (from `testbed up` or
 /// `scripts/testenv up`), with the kruised binary at `kruised`.
 pub async fn pull(dir: &Path, kruised: &Path, rounds: usize) -> anyhow::Result<()> {
@@ -83,22 +93,24 @@ pub async fn pull(dir: &Path, kruised: &Path, rounds: usize) -> anyhow::Result<(
         "metadata": {"name": NODE}, "spec": {"images": {}}
     }))?;
     api.create(&PostParams::default(), &object).await?;
-    let mut agent: Child = Command::new(kruised)
-        .args([
-            "--node-name",
-            NODE,
-            "--runtime-endpoint",
-            &endpoint,
-            "--addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .arg("--max-workers-for-pull-image=4")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let pid = agent.id();
+    let agent = AgentProcess(
+        Command::new(kruised)
+            .args([
+                "--node-name",
+                NODE,
+                "--runtime-endpoint",
+                &endpoint,
+                "--addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--max-workers-for-pull-image=4")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let pid = agent.0.id();
     let image = format!("{registry}/test/big");
     let reference = format!("{image}:1");
 
@@ -196,8 +208,7 @@ pub async fn pull(dir: &Path, kruised: &Path, rounds: usize) -> anyhow::Result<(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = agent.kill();
-    let _ = agent.wait();
+    drop(agent);
 
     println!("image puller benchmark ({rounds} rounds, {reference}, 53.5 MB, local registry)");
     println!(

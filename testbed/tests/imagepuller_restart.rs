@@ -37,22 +37,34 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start_agent(binary: &std::path::Path, kubeconfig: &std::path::Path, port: u16) -> Child {
-    Command::new(binary)
-        .args([
-            "--node-name",
-            "restart-node",
-            "--runtime-endpoint",
-            TestEnv::get().runtime_endpoint(),
-        ])
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--addr", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+/// Kills the agent when dropped, so a failing assertion leaves no process behind.
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_agent(binary: &std::path::Path, kubeconfig: &std::path::Path, port: u16) -> Agent {
+    Agent(
+        Command::new(binary)
+            .args([
+                "--node-name",
+                "restart-node",
+                "--runtime-endpoint",
+                TestEnv::get().runtime_endpoint(),
+            ])
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn pull_calls(port: u16) -> Option<u64> {
@@ -149,11 +161,11 @@ async fn sigkill_mid_pull_then_restart_finishes_and_never_repulls_finished_tags(
         t["phase"] == "Pulling"
     })
     .await;
-    first.kill().unwrap(); // SIGKILL
-    first.wait().unwrap();
+    first.0.kill().unwrap(); // SIGKILL
+    first.0.wait().unwrap();
 
     let port = free_port();
-    let mut second = start_agent(&binary, kubeconfig.path(), port);
+    let second = start_agent(&binary, kubeconfig.path(), port);
     proxy.set_rate(u64::MAX);
     wait_for(
         &api,
@@ -173,6 +185,5 @@ async fn sigkill_mid_pull_then_restart_finishes_and_never_repulls_finished_tags(
         calls, 1,
         "the restarted agent pulled only the unfinished tag"
     );
-    second.kill().unwrap();
-    second.wait().unwrap();
+    drop(second);
 }
