@@ -241,37 +241,58 @@ async fn keep_cri_connected(
     }
 }
 
-/// Discovers the runtimes, retrying until one answers or shutdown.
-pub async fn connect_cri(
-    discovery: &DiscoveryConfig,
-    metrics: &Metrics,
+/// Runs `attempt` until it succeeds, waiting with back-off from `initial` to 30 s and
+/// logging `waiting` with the error between tries. `None` if shutdown came first.
+async fn retry<T, E, F, Fut>(
+    initial: Duration,
+    waiting: &str,
     shutdown: &Shutdown,
-) -> Option<RuntimeSet> {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    mut attempt: F,
+) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut backoff = Backoff::new(initial, Duration::from_secs(30));
     loop {
-        match discovery.discover(Some(metrics.cri.clone())).await {
-            Ok(runtimes) => {
-                for runtime in runtimes.all() {
-                    let info = runtime.info();
-                    info!(
-                        endpoint = %runtime.endpoint(),
-                        runtime = %info.name,
-                        version = %info.version,
-                        api = %info.api_version,
-                        "CRI connected"
-                    );
-                }
-                return Some(runtimes);
-            }
+        match attempt().await {
+            Ok(value) => return Some(value),
             Err(error) => {
                 let delay = backoff.next_delay();
-                warn!(%error, retry_in = ?delay, "no usable container runtime yet");
+                warn!(%error, retry_in = ?delay, "{waiting}");
                 if sleep_or_shutdown(delay, shutdown).await {
                     return None;
                 }
             }
         }
     }
+}
+
+/// Discovers the runtimes, retrying until one answers or shutdown.
+pub async fn connect_cri(
+    discovery: &DiscoveryConfig,
+    metrics: &Metrics,
+    shutdown: &Shutdown,
+) -> Option<RuntimeSet> {
+    let runtimes = retry(
+        Duration::from_millis(200),
+        "no usable container runtime yet",
+        shutdown,
+        || discovery.discover(Some(metrics.cri.clone())),
+    )
+    .await?;
+    for runtime in runtimes.all() {
+        let info = runtime.info();
+        info!(
+            endpoint = %runtime.endpoint(),
+            runtime = %info.name,
+            version = %info.version,
+            api = %info.api_version,
+            "CRI connected"
+        );
+    }
+    Some(runtimes)
 }
 
 /// Waits for `GET /version` to succeed, with back-off, and marks the check ready.
@@ -281,40 +302,30 @@ async fn wait_for_api_server(
     check: ReadinessCheck,
     shutdown: Shutdown,
 ) -> bool {
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-    loop {
-        match client.apiserver_version().await {
-            Ok(version) => {
-                info!(version = %version.git_version, "API server reached");
-                check.set(true);
-                return true;
-            }
-            Err(error) => {
-                let delay = backoff.next_delay();
-                warn!(%error, retry_in = ?delay, "API server not reachable yet");
-                if sleep_or_shutdown(delay, &shutdown).await {
-                    return false;
-                }
-            }
-        }
-    }
+    let Some(version) = retry(
+        Duration::from_millis(500),
+        "API server not reachable yet",
+        &shutdown,
+        || client.apiserver_version(),
+    )
+    .await
+    else {
+        return false;
+    };
+    info!(version = %version.git_version, "API server reached");
+    check.set(true);
+    true
 }
 
 /// Learns which apps.kruise.io versions are served, retrying until it can.
 async fn discover_versions(client: &kube::Client, shutdown: &Shutdown) -> Option<ServedVersions> {
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-    loop {
-        match ServedVersions::discover(client).await {
-            Ok(versions) => return Some(versions),
-            Err(error) => {
-                let delay = backoff.next_delay();
-                warn!(%error, retry_in = ?delay, "cannot tell which apps.kruise.io versions are served yet");
-                if sleep_or_shutdown(delay, shutdown).await {
-                    return None;
-                }
-            }
-        }
-    }
+    retry(
+        Duration::from_millis(500),
+        "cannot tell which apps.kruise.io versions are served yet",
+        shutdown,
+        || ServedVersions::discover(client),
+    )
+    .await
 }
 
 /// Sleeps, returning `true` early if shutdown fires first.
