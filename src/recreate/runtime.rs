@@ -35,7 +35,8 @@ pub enum RuntimeContainerState {
 }
 
 impl RuntimeContainerState {
-    fn from_cri(state: i32) -> Self {
+    /// Maps CRI `ContainerState`; values this client does not know are `Unknown`.
+    pub fn from_cri(state: i32) -> Self {
         match cri::ContainerState::try_from(state) {
             Ok(cri::ContainerState::ContainerCreated) => Self::Created,
             Ok(cri::ContainerState::ContainerRunning) => Self::Running,

@@ -9,29 +9,8 @@ use kruised::cri::fake::{CONTAINER_NAME_LABEL, POD_UID_LABEL};
 use kruised::cri::{CriClient, CriError};
 use kruised::proto::runtime::v1 as cri;
 
-/// A container's state, from CRI `ContainerState`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunState {
-    /// Created, not started yet.
-    Created,
-    /// Running.
-    Running,
-    /// Exited; exit code and times are in the [`ObservedContainer`].
-    Exited,
-    /// The runtime does not know.
-    Unknown,
-}
-
-impl RunState {
-    fn from_cri(state: i32) -> Self {
-        match cri::ContainerState::try_from(state) {
-            Ok(cri::ContainerState::ContainerCreated) => Self::Created,
-            Ok(cri::ContainerState::ContainerRunning) => Self::Running,
-            Ok(cri::ContainerState::ContainerExited) => Self::Exited,
-            _ => Self::Unknown,
-        }
-    }
-}
+/// A container's state, from CRI `ContainerState`: the same mapping kruised uses.
+pub use kruised::recreate::runtime::RuntimeContainerState as RunState;
 
 /// One container (one attempt) as the runtime reports it in `ContainerStatus`.
 #[derive(Debug, Clone, PartialEq, Eq)]
