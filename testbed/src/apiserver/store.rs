@@ -181,6 +181,18 @@ fn spec_part(object: &Value) -> Value {
     copy
 }
 
+/// The resource a CRD object declares, or kube's 422 for a malformed CRD.
+fn crd_resource(crd: &Value) -> Result<ResourceInfo, ApiError> {
+    ResourceInfo::from_crd(crd).map_err(|message| {
+        ApiError::invalid(
+            "CustomResourceDefinition",
+            "apiextensions.k8s.io",
+            meta_str(crd, "name"),
+            vec![("spec".into(), "FieldValueInvalid".into(), message)],
+        )
+    })
+}
+
 /// Pods on a node are deleted in two steps: the API sets `deletionTimestamp`, the kubelet
 /// kills the containers and then deletes with grace 0 (kube's graceful pod deletion).
 fn awaits_kubelet(info: &ResourceInfo, object: &Value) -> bool {
@@ -454,14 +466,7 @@ impl Store {
                 labels["kubernetes.io/metadata.name"] = json!(name);
             }
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
-                let resource = ResourceInfo::from_crd(object).map_err(|message| {
-                    ApiError::invalid(
-                        "CustomResourceDefinition",
-                        "apiextensions.k8s.io",
-                        meta_str(object, "name"),
-                        vec![("spec".into(), "FieldValueInvalid".into(), message)],
-                    )
-                })?;
+                let resource = crd_resource(object)?;
                 let expected = format!("{}.{}", resource.plural, resource.group);
                 if meta_str(object, "name") != expected {
                     return Err(ApiError::invalid(
@@ -592,14 +597,7 @@ impl Store {
             meta_mut(&mut new).insert("generation".into(), json!(generation));
         }
         if info.group == "apiextensions.k8s.io" && target == WriteTarget::Main {
-            let resource = ResourceInfo::from_crd(&new).map_err(|message| {
-                ApiError::invalid(
-                    "CustomResourceDefinition",
-                    "apiextensions.k8s.io",
-                    &name,
-                    vec![("spec".into(), "FieldValueInvalid".into(), message)],
-                )
-            })?;
+            let resource = crd_resource(&new)?;
             Self::set_crd_status(&mut new, &resource);
             state.registry.register(resource);
         }
@@ -614,22 +612,35 @@ impl Store {
         {
             return Ok(self.remove_locked(&mut state, info, key, new, old));
         }
+        self.store_modified(&mut state, info, key, rv, new.clone(), old);
+        Ok(new)
+    }
+
+    /// Stores an updated object (its resourceVersion already `rv`) and tells watchers.
+    fn store_modified(
+        &self,
+        state: &mut State,
+        info: &ResourceInfo,
+        key: (String, String),
+        rv: u64,
+        new: Value,
+        old: Value,
+    ) {
         state
             .objects
             .entry(info.store_key.clone())
             .or_default()
             .insert(key, new.clone());
         self.publish(
-            &mut state,
+            state,
             Change {
                 rv,
                 key: info.store_key.clone(),
                 change: ChangeType::Modified,
-                object: new.clone(),
+                object: new,
                 previous: Some(old),
             },
         );
-        Ok(new)
     }
 
     /// kube's `PrepareForUpdate`: which parts of the new object are kept.
@@ -772,21 +783,7 @@ impl Store {
             }
             let rv = Self::next_rv(&mut state);
             meta_mut(&mut new).insert("resourceVersion".into(), json!(rv.to_string()));
-            state
-                .objects
-                .entry(info.store_key.clone())
-                .or_default()
-                .insert(key, new.clone());
-            self.publish(
-                &mut state,
-                Change {
-                    rv,
-                    key: info.store_key.clone(),
-                    change: ChangeType::Modified,
-                    object: new.clone(),
-                    previous: Some(old),
-                },
-            );
+            self.store_modified(&mut state, info, key, rv, new.clone(), old);
             return Ok((new, false));
         }
         let _ = Self::next_rv(&mut state);
