@@ -9,6 +9,8 @@ use kruised::cri::fake::{CONTAINER_NAME_LABEL, POD_UID_LABEL};
 use kruised::cri::{CriClient, CriError};
 use kruised::proto::runtime::v1 as cri;
 
+use super::spec::POD_NETWORK_ANNOTATION;
+
 /// A container's state, from CRI `ContainerState`: the same mapping kruised uses.
 pub use kruised::recreate::runtime::RuntimeContainerState as RunState;
 
@@ -93,6 +95,9 @@ pub struct ObservedSandbox {
     pub ready: bool,
     /// Creation time in nanoseconds.
     pub created_at: i64,
+    /// The pod IP of a ready sandbox with its own network namespace, from CRI
+    /// `PodSandboxStatus`; `None` for host-network sandboxes (containerd reports none).
+    pub ip: Option<String>,
 }
 
 /// Everything the runtime holds for one pod uid.
@@ -160,20 +165,43 @@ pub async fn observe(
     exited: &mut HashMap<String, ObservedContainer>,
 ) -> Result<PodRuntime, CriError> {
     let by_uid = HashMap::from([(POD_UID_LABEL.to_string(), uid.to_string())]);
-    let sandboxes = cri
+    let listed_sandboxes = cri
         .list_pod_sandbox(Some(cri::PodSandboxFilter {
             label_selector: by_uid,
             ..Default::default()
         }))
-        .await?
-        .into_iter()
-        .map(|sandbox| ObservedSandbox {
+        .await?;
+    let mut sandboxes = Vec::with_capacity(listed_sandboxes.len());
+    for sandbox in listed_sandboxes {
+        let ready = sandbox.state == cri::PodSandboxState::SandboxReady as i32;
+        // The pod's annotations are the sandbox's: only a pod-network sandbox has an IP to
+        // ask for, so host-network pods cost no extra call.
+        let pod_network = sandbox
+            .annotations
+            .get(POD_NETWORK_ANNOTATION)
+            .is_some_and(|value| value == "true");
+        let ip = if ready && pod_network {
+            match cri.pod_sandbox_status(&sandbox.id).await {
+                Ok(status) => status
+                    .status
+                    .and_then(|status| status.network)
+                    .map(|network| network.ip)
+                    .filter(|ip| !ip.is_empty()),
+                // Removed between the listing and now.
+                Err(error) if is_not_found(&error) => continue,
+                Err(error) => return Err(error),
+            }
+        } else {
+            None
+        };
+        sandboxes.push(ObservedSandbox {
             attempt: sandbox.metadata.as_ref().map_or(0, |m| m.attempt),
-            ready: sandbox.state == cri::PodSandboxState::SandboxReady as i32,
+            ready,
             created_at: sandbox.created_at,
+            ip,
             id: sandbox.id,
-        })
-        .collect();
+        });
+    }
     let listed = cri.list_pod_containers(uid).await?;
     exited.retain(|id, _| listed.iter().any(|container| &container.id == id));
     let mut containers = Vec::with_capacity(listed.len());
@@ -231,12 +259,14 @@ pub(crate) mod tests {
                     attempt: 0,
                     ready: false,
                     created_at: 1,
+                    ip: None,
                 },
                 ObservedSandbox {
                     id: "new".into(),
                     attempt: 1,
                     ready: true,
                     created_at: 2,
+                    ip: None,
                 },
             ],
             containers: vec![

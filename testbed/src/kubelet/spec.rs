@@ -23,6 +23,22 @@ pub const NODE_NAME_LABEL: &str = "testbed.kruised.io/node-name";
 /// nothing here routes beyond loopback (spec/test-environment.md §1).
 pub const NODE_IP: &str = "127.0.0.1";
 
+/// Pod annotation: `"true"` runs the pod in its own network namespace (CRI `NamespaceMode`
+/// POD) instead of the node's. The test environment's fake CNI plugin gives such a sandbox
+/// the IP 127.0.0.2 and no route out of it (spec/test-environment.md §4.5), so the pod is
+/// unreachable, but its IP in CRI `PodSandboxStatus` is distinct from the node's: tests of
+/// code that looks the pod IP up in CRI (host-less HTTP hooks) opt in with this.
+pub const POD_NETWORK_ANNOTATION: &str = "testbed.kruised.io/pod-network";
+
+/// Whether `pod` asks for its own network namespace ([`POD_NETWORK_ANNOTATION`]).
+pub fn has_pod_network(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(POD_NETWORK_ANNOTATION))
+        .is_some_and(|value| value == "true")
+}
+
 /// The kubelet's default `terminationGracePeriodSeconds` when the spec has none.
 pub const DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS: i64 = 30;
 
@@ -78,7 +94,8 @@ pub fn cgroup_parent(prefix: &str, uid: &str) -> String {
     format!("{}/pod{uid}", prefix.trim_end_matches('/'))
 }
 
-/// The PID namespace mode: shared in the pod when `shareProcessNamespace` is set.
+/// The namespace modes: the node's network unless [`has_pod_network`]; the PID namespace
+/// shared in the pod when `shareProcessNamespace` is set.
 fn namespace_options(pod: &Pod) -> cri::NamespaceOption {
     let share_pid = pod
         .spec
@@ -86,8 +103,13 @@ fn namespace_options(pod: &Pod) -> cri::NamespaceOption {
         .and_then(|spec| spec.share_process_namespace)
         .unwrap_or(false);
     cri::NamespaceOption {
-        // Always the node's network: there is no CNI here (spec/test-environment.md §5.3).
-        network: cri::NamespaceMode::Node as i32,
+        // The node's network unless asked: the only CNI here is the test environment's
+        // fake one (spec/test-environment.md §4.5, §5.3).
+        network: if has_pod_network(pod) {
+            cri::NamespaceMode::Pod as i32
+        } else {
+            cri::NamespaceMode::Node as i32
+        },
         pid: if share_pid {
             cri::NamespaceMode::Pod as i32
         } else {
@@ -144,8 +166,13 @@ pub fn sandbox_config(
             attempt,
         }),
         // containerd 1.6 cannot set a hostname in the host UTS namespace; the kubelet
-        // sends none for host-network pods (spec/test-environment.md §5.1).
-        hostname: String::new(),
+        // sends none for host-network pods (spec/test-environment.md §5.1), and the pod's
+        // name for the others.
+        hostname: if has_pod_network(pod) {
+            identity.name.clone()
+        } else {
+            String::new()
+        },
         log_directory: pod_log_directory(pod_log_dir, &identity)
             .display()
             .to_string(),
@@ -532,6 +559,25 @@ mod tests {
     #[test]
     fn go_json_escapes_html_characters() {
         assert_eq!(go_json_string("a<b>&c"), r#""a\u003cb\u003e\u0026c""#);
+    }
+
+    #[test]
+    fn the_pod_network_annotation_gives_the_sandbox_its_own_network_and_a_hostname() {
+        let mut pod = pod(vec![container("app", "busybox:1")]);
+        pod.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(POD_NETWORK_ANNOTATION.into(), "true".into());
+        let config = sandbox_config(&pod, "node-a", Path::new("/logs"), "/testbed/", 0);
+        assert_eq!(config.hostname, "web-0");
+        let namespaces = config
+            .linux
+            .unwrap()
+            .security_context
+            .unwrap()
+            .namespace_options
+            .unwrap();
+        assert_eq!(namespaces.network, cri::NamespaceMode::Pod as i32);
     }
 
     #[test]

@@ -154,10 +154,14 @@ pub fn pod_status(inputs: StatusInputs<'_>) -> PodStatus {
         ip: NODE_IP.to_string(),
     }]);
     if sandbox_ready || status.pod_ip.is_some() {
-        status.pod_ip = Some(NODE_IP.to_string());
-        status.pod_ips = Some(vec![PodIP {
-            ip: NODE_IP.to_string(),
-        }]);
+        // A host-network pod has the node's address.
+        let pod_ip = runtime
+            .ready_sandbox()
+            .and_then(|sandbox| sandbox.ip.clone())
+            .or_else(|| status.pod_ip.clone().filter(|_| !sandbox_ready))
+            .unwrap_or_else(|| NODE_IP.to_string());
+        status.pod_ips = Some(vec![PodIP { ip: pod_ip.clone() }]);
+        status.pod_ip = Some(pod_ip);
     }
     if status.start_time.is_none() {
         status.start_time = Some(now.clone());
@@ -426,6 +430,7 @@ mod tests {
             attempt: 0,
             ready: true,
             created_at: 1,
+            ip: None,
         }
     }
 
@@ -499,6 +504,22 @@ mod tests {
             condition(&status, POD_READY_TO_START_CONTAINERS).status,
             "False"
         );
+    }
+
+    #[test]
+    fn the_pod_ip_is_the_sandbox_ip_when_the_runtime_reports_one() {
+        let pod = pod(&["a"], "Always");
+        let runtime = PodRuntime {
+            sandboxes: vec![ObservedSandbox {
+                ip: Some("127.0.0.2".into()),
+                ..sandbox()
+            }],
+            containers: vec![running("a", 0)],
+        };
+        let status = compute(&pod, &runtime);
+        assert_eq!(status.pod_ip.as_deref(), Some("127.0.0.2"));
+        assert_eq!(status.pod_ips.as_ref().unwrap()[0].ip, "127.0.0.2");
+        assert_eq!(status.host_ip.as_deref(), Some("127.0.0.1"));
     }
 
     #[test]
