@@ -118,9 +118,9 @@ pub fn sh(script: &str) -> Vec<String> {
     vec!["/bin/sh".into(), "-c".into(), script.into()]
 }
 
-/// The CRR resource at `v1beta1`, the storage version.
-pub fn crr_resource() -> kube::core::ApiResource {
-    KruiseVersion::V1beta1.resource("ContainerRecreateRequest", "containerrecreaterequests")
+/// The CRR resource at `version`.
+pub fn crr_resource(version: KruiseVersion) -> kube::core::ApiResource {
+    version.resource("ContainerRecreateRequest", "containerrecreaterequests")
 }
 
 /// The pod's container statuses.
@@ -220,14 +220,26 @@ pub fn unready_acquired_at(crr: &DynamicObject) -> Option<Timestamp> {
         .ok()
 }
 
-/// How the stand-in manager writes what kruise-manager writes (§4.3 step 5).
+/// The kruise installation the stand-in manager plays (§4.1, §4.3 step 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ManagerVersion {
-    /// master: `status.containerStatusSnapshot` and the `PreRecreateGrace` condition.
+    /// master: CRDs serve `v1alpha1` and `v1beta1` (storage, converted by the test API
+    /// server as kruise's webhook does); the manager writes `status.containerStatusSnapshot`
+    /// and the `PreRecreateGrace` condition.
     Master,
-    /// 1.9: the `sync-container-statuses` and `unready-acquired` annotations, through
-    /// `v1alpha1`.
+    /// 1.9: the CRD serves `v1alpha1` only; the manager writes the
+    /// `sync-container-statuses` and `unready-acquired` annotations.
     V1_9,
+}
+
+impl ManagerVersion {
+    /// The CRR version the cluster stores, which the test reads and writes.
+    pub fn crr_version(self) -> KruiseVersion {
+        match self {
+            Self::Master => KruiseVersion::V1beta1,
+            Self::V1_9 => KruiseVersion::V1alpha1,
+        }
+    }
 }
 
 /// Which CRR controller the bed runs.
@@ -244,7 +256,7 @@ pub enum Controller {
 pub struct BedOptions {
     /// The controller under test.
     pub controller: Controller,
-    /// The stand-in manager's version.
+    /// The kruise installation the stand-in manager plays.
     pub manager: ManagerVersion,
 }
 
@@ -261,11 +273,10 @@ impl Default for BedOptions {
 /// Recreating: the snapshot of the pod's containers started at or after the CRR's creation,
 /// and, with `unreadyGracePeriodSeconds`, the unready acquisition.
 pub async fn play_manager(client: kube::Client, version: ManagerVersion) {
-    let crrs: Api<DynamicObject> = Api::namespaced_with(client.clone(), NAMESPACE, &crr_resource());
-    let alpha: Api<DynamicObject> = Api::namespaced_with(
+    let crrs: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
         NAMESPACE,
-        &KruiseVersion::V1alpha1.resource("ContainerRecreateRequest", "containerrecreaterequests"),
+        &crr_resource(version.crr_version()),
     );
     let pods: Api<Pod> = Api::namespaced(client, NAMESPACE);
     loop {
@@ -275,8 +286,8 @@ pub async fn play_manager(client: kube::Client, version: ManagerVersion) {
             .map(|list| list.items)
             .unwrap_or_default()
         {
-            let _ = sync_snapshot(&crrs, &alpha, &pods, &crr, version).await;
-            let _ = acquire_unready(&crrs, &alpha, &crr, version).await;
+            let _ = sync_snapshot(&crrs, &pods, &crr, version).await;
+            let _ = acquire_unready(&crrs, &crr, version).await;
         }
         tokio::time::sleep(MANAGER_SYNC).await;
     }
@@ -293,21 +304,29 @@ fn has_label(crr: &DynamicObject, label: &str) -> bool {
         .is_some_and(|labels| labels.contains_key(label))
 }
 
-async fn annotate(alpha: &Api<DynamicObject>, name: &str, key: &str, value: String) -> Option<()> {
-    alpha
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "metadata": { "annotations": { key: value } } })),
-        )
-        .await
-        .ok()
-        .map(drop)
+/// The annotation `key` of the CRR.
+pub fn annotation<'a>(crr: &'a DynamicObject, key: &str) -> Option<&'a str> {
+    crr.metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+}
+
+/// A 1.9 manager's write: the main resource, whose status changes would be dropped.
+async fn annotate(crrs: &Api<DynamicObject>, name: &str, key: &str, value: String) -> Option<()> {
+    crrs.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "metadata": { "annotations": { key: value } } })),
+    )
+    .await
+    .ok()
+    .map(drop)
 }
 
 async fn sync_snapshot(
     crrs: &Api<DynamicObject>,
-    alpha: &Api<DynamicObject>,
     pods: &Api<Pod>,
     crr: &DynamicObject,
     version: ManagerVersion,
@@ -343,29 +362,31 @@ async fn sync_snapshot(
             })
         })
         .collect();
-    // The manager keeps the previous snapshot when the new one is empty.
-    if snapshot.is_empty() || crr.data["status"]["containerStatusSnapshot"] == json!(snapshot) {
-        return None;
-    }
     let name = crr.metadata.name.as_deref()?;
     match version {
-        ManagerVersion::Master => crrs
-            .patch_status(
+        ManagerVersion::Master => {
+            // The manager keeps the previous snapshot when the new one is empty.
+            if snapshot.is_empty()
+                || crr.data["status"]["containerStatusSnapshot"] == json!(snapshot)
+            {
+                return None;
+            }
+            crrs.patch_status(
                 name,
                 &PatchParams::default(),
                 &Patch::Merge(json!({ "status": { "containerStatusSnapshot": snapshot } })),
             )
             .await
             .ok()
-            .map(drop),
+            .map(drop)
+        }
         ManagerVersion::V1_9 => {
-            annotate(
-                alpha,
-                name,
-                SYNC_CONTAINER_STATUSES_ANNOTATION,
-                Value::Array(snapshot).to_string(),
-            )
-            .await
+            // 1.9 always overwrites the annotation.
+            let text = Value::Array(snapshot).to_string();
+            if annotation(crr, SYNC_CONTAINER_STATUSES_ANNOTATION) == Some(text.as_str()) {
+                return None;
+            }
+            annotate(crrs, name, SYNC_CONTAINER_STATUSES_ANNOTATION, text).await
         }
     }
 }
@@ -374,7 +395,6 @@ async fn sync_snapshot(
 /// is not touched: kruised never reads it.
 async fn acquire_unready(
     crrs: &Api<DynamicObject>,
-    alpha: &Api<DynamicObject>,
     crr: &DynamicObject,
     version: ManagerVersion,
 ) -> Option<()> {
@@ -382,11 +402,7 @@ async fn acquire_unready(
         || has_label(crr, NO_UNREADY_LABEL)
         || crr.data["spec"]["strategy"]["unreadyGracePeriodSeconds"].is_null()
         || unready_acquired_at(crr).is_some()
-        || crr
-            .metadata
-            .annotations
-            .as_ref()
-            .is_some_and(|annotations| annotations.contains_key(UNREADY_ACQUIRED_ANNOTATION))
+        || annotation(crr, UNREADY_ACQUIRED_ANNOTATION).is_some()
     {
         return None;
     }
@@ -416,9 +432,35 @@ async fn acquire_unready(
             .map(drop)
         }
         ManagerVersion::V1_9 => {
-            annotate(alpha, name, UNREADY_ACQUIRED_ANNOTATION, now.to_string()).await
+            annotate(crrs, name, UNREADY_ACQUIRED_ANNOTATION, now.to_string()).await
         }
     }
+}
+
+/// Applies the reference CRDs (§9, master's). For a 1.9 cluster the CRR CRD is cut back to
+/// what 1.9 installs: `v1alpha1` only, stored, no conversion.
+fn apply_crds(server: &ApiServer, version: ManagerVersion) {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(REFERENCE_CRDS).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = if version == ManagerVersion::V1_9
+            && path.to_string_lossy().contains("containerrecreaterequests")
+        {
+            let mut crd: Value = serde_yaml::from_str(&text).unwrap();
+            let versions = crd["spec"]["versions"].as_array_mut().unwrap();
+            versions.retain(|version| version["name"] == "v1alpha1");
+            versions[0]["storage"] = json!(true);
+            crd["spec"].as_object_mut().unwrap().remove("conversion");
+            serde_yaml::to_string(&crd).unwrap()
+        } else {
+            text
+        };
+        std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
+    }
+    server
+        .apply_crds_from_dir(dir.path())
+        .expect("reference CRDs apply");
 }
 
 /// What a CRR container is made of, before the webhook fills it in: a name, and the
@@ -452,10 +494,9 @@ pub struct Bed {
     pub client: kube::Client,
     /// Pods in [`NAMESPACE`].
     pub pods: Api<Pod>,
-    /// CRRs in [`NAMESPACE`], at `v1beta1`.
+    /// CRRs in [`NAMESPACE`], at the storage version ([`ManagerVersion::crr_version`]).
     pub crrs: Api<DynamicObject>,
-    /// CRRs in [`NAMESPACE`], at `v1alpha1`.
-    pub crrs_v1alpha1: Api<DynamicObject>,
+    crr_version: KruiseVersion,
     /// Events in [`NAMESPACE`].
     pub events: Api<Event>,
     kubelet_config: KubeletConfig,
@@ -489,9 +530,7 @@ impl Bed {
         let server = ApiServer::start(ApiServerConfig::default())
             .await
             .expect("test bed API server starts");
-        server
-            .apply_crds_from_dir(Path::new(REFERENCE_CRDS))
-            .expect("reference CRDs apply");
+        apply_crds(&server, options.manager);
         let client = server.client();
         let node = unique("crr-node");
         let endpoint = RuntimeEndpoint::parse(env.runtime_endpoint()).unwrap();
@@ -537,13 +576,12 @@ impl Bed {
 
         let bed = Self {
             pods: Api::namespaced(client.clone(), NAMESPACE),
-            crrs: Api::namespaced_with(client.clone(), NAMESPACE, &crr_resource()),
-            crrs_v1alpha1: Api::namespaced_with(
+            crrs: Api::namespaced_with(
                 client.clone(),
                 NAMESPACE,
-                &KruiseVersion::V1alpha1
-                    .resource("ContainerRecreateRequest", "containerrecreaterequests"),
+                &crr_resource(options.manager.crr_version()),
             ),
+            crr_version: options.manager.crr_version(),
             events: Api::namespaced(client.clone(), NAMESPACE),
             manager: tokio::spawn(play_manager(client.clone(), options.manager)),
             client,
@@ -776,7 +814,7 @@ impl Bed {
             .entry("terminationGracePeriodSeconds")
             .or_insert_with(|| json!(5));
         let object: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "apps.kruise.io/v1beta1",
+            "apiVersion": format!("apps.kruise.io/{}", self.crr_version.as_str()),
             "kind": "ContainerRecreateRequest",
             "metadata": { "name": unique("crr"), "namespace": NAMESPACE, "labels": labels },
             "spec": {
@@ -890,10 +928,11 @@ impl Bed {
             .collect()
     }
 
-    /// Deletes the pod and waits until it and its containers are gone.
+    /// Deletes the pod (grace period 1 s, which also bounds the kubelet's run of preStop
+    /// hooks that never end) and waits until it and its containers are gone.
     pub async fn delete_pod_and_wait(&self, name: &str, uid: &str) {
         self.pods
-            .delete(name, &DeleteParams::default())
+            .delete(name, &DeleteParams::default().grace_period(1))
             .await
             .expect("delete pod");
         eventually(&format!("pod {name} gone"), || async {
