@@ -982,14 +982,15 @@ impl Bed {
 pub struct Hit {
     /// The address the connection was made to.
     pub local: SocketAddr,
-    /// What the client sent before closing or, for HTTP, up to the end of the head.
+    /// What the client sent: its first line, or, for HTTP, the request head.
     pub data: String,
 }
 
 /// How a [`HookServer`] answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
-    /// Reads what comes and closes (TCP hooks, `nc` in exec hooks).
+    /// Reads what comes, up to the end of the first line, and closes (TCP hooks, `nc` in
+    /// exec hooks).
     Close,
     /// Reads an HTTP request head and answers `200 OK` once [`HookServer::release`] was
     /// called; until then the connection stays open without an answer.
@@ -1030,9 +1031,11 @@ impl HookServer {
                                 Ok(0) | Err(_) => break,
                                 Ok(n) => data.extend_from_slice(&buffer[..n]),
                             }
-                            if answer == Answer::HttpWhenReleased
-                                && data.windows(4).any(|window| window == b"\r\n\r\n")
-                            {
+                            let end: &[u8] = match answer {
+                                Answer::Close => b"\n",
+                                Answer::HttpWhenReleased => b"\r\n\r\n",
+                            };
+                            if data.windows(end.len()).any(|window| window == end) {
                                 break;
                             }
                         }
