@@ -30,7 +30,7 @@ use crate::agent::Shutdown;
 use crate::api::{
     CRR_ACTIVE_LABEL, CRR_NODE_NAME_LABEL, ContainerRecreateRequestPhase, v1alpha1, v1beta1,
 };
-use crate::apiversions::KruiseVersion;
+use crate::apiversions::{GROUP, KruiseVersion};
 use crate::cri::RuntimeSet;
 use crate::events::{EventType, Recorder};
 use crate::readiness::ReadinessCheck;
@@ -49,6 +49,9 @@ const POD_LIST_WAIT: Duration = Duration::from_secs(1);
 /// How often a pod whose picked CRR is past its deadline is looked at again, waiting for the
 /// manager to complete it (§4.3 step 4).
 const DEADLINE_RECHECK: Duration = Duration::from_secs(5);
+/// The reason of the Warning event on a CRR completed with a message: one the daemon can
+/// never carry out (bad input).
+pub const FAILED_RECREATE_REASON: &str = "FailedRecreate";
 /// How long shutdown waits for workers in the middle of a sync.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -66,6 +69,18 @@ pub enum ControllerError {
         /// The CRR's namespace.
         namespace: String,
         /// The CRR's name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The pod of CRRs labelled with this node, not among this node's pods, could not be
+    /// read.
+    #[error("failed to get pod {namespace}/{name}: {source}")]
+    PodLookup {
+        /// The pod's namespace.
+        namespace: String,
+        /// The pod's name.
         name: String,
         /// The API error.
         #[source]
@@ -91,6 +106,7 @@ impl ControllerError {
         match self {
             Self::Sync(error) => error.metric_label(),
             Self::Write { .. } => "write",
+            Self::PodLookup { .. } => "pod_lookup",
             Self::Conflict { .. } => "conflict",
         }
     }
@@ -128,6 +144,7 @@ impl Cache {
 
 struct Shared {
     client: kube::Client,
+    node_name: String,
     version: KruiseVersion,
     runtimes: RuntimeSet,
     recorder: Arc<Recorder>,
@@ -175,6 +192,7 @@ impl RecreateController {
             workers: workers.max(1),
             shared: Arc::new(Shared {
                 client,
+                node_name: node_name.to_owned(),
                 version,
                 runtimes,
                 recorder,
@@ -473,9 +491,13 @@ impl Shared {
         }
         // The pod is gone, going, or another pod of the same name: nothing of it is ours to
         // stop. The manager completes such CRRs with "pod has gone" (§4.3 step 2).
-        let Some(pod) = pod.filter(|pod| !pod.deleting) else {
-            debug!(%key, "pod gone or deleting; not acting on its CRRs");
-            return Ok(Next::Done);
+        let pod = match pod {
+            Some(pod) if !pod.deleting => pod,
+            Some(_) => {
+                debug!(%key, "pod deleting; not acting on its CRRs");
+                return Ok(Next::Done);
+            }
+            None => return self.complete_if_bound_elsewhere(&crrs).await,
         };
         let crrs: Vec<CrrView> = crrs
             .into_iter()
@@ -546,6 +568,50 @@ impl Shared {
         })
     }
 
+    /// CRRs labelled with this node whose pod this node's pod watch does not have: usually
+    /// the pod is gone (the manager's to report, §4.3 step 2). If it exists, is the CRR's
+    /// and is bound to another node, no agent will ever act on them (the label is immutable
+    /// and names this node), so they are completed with a message saying where the pod is.
+    /// Kruise would set them Recreating with "not found container on Node" until their
+    /// deadline, or forever without one.
+    async fn complete_if_bound_elsewhere(&self, crrs: &[CrrView]) -> Result<Next, ControllerError> {
+        let Some(first) = crrs.first() else {
+            return Ok(Next::Done);
+        };
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &first.namespace);
+        let pod =
+            pods.get_opt(&first.pod_name)
+                .await
+                .map_err(|source| ControllerError::PodLookup {
+                    namespace: first.namespace.clone(),
+                    name: first.pod_name.clone(),
+                    source,
+                })?;
+        let Some(pod) = pod.filter(|pod| pod.metadata.deletion_timestamp.is_none()) else {
+            return Ok(Next::Done);
+        };
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.node_name.as_deref())
+            .unwrap_or_default();
+        // Unbound, or bound here and not yet seen by the watch: its events will come.
+        if node.is_empty() || node == self.node_name {
+            return Ok(Next::Done);
+        }
+        let message = format!(
+            "pod {}/{} is bound to node {node}, not to this node {}",
+            first.namespace, first.pod_name, self.node_name
+        );
+        for crr in crrs
+            .iter()
+            .filter(|crr| Some(crr.pod_uid()) == pod.metadata.uid.as_deref())
+        {
+            self.complete(crr, &message).await?;
+        }
+        Ok(Next::Done)
+    }
+
     async fn publish(&self, crr: &CrrView, pod: &PodMeta, event: &super::ContainerEvent) {
         let reference = ObjectReference {
             api_version: Some("v1".into()),
@@ -607,6 +673,25 @@ impl Shared {
         })
         .await?;
         info!(namespace = %crr.namespace, name = %crr.name, %message, "completed CRR");
+        if !message.is_empty() {
+            // A message means the CRR could not be carried out: say so where users look.
+            let reference = ObjectReference {
+                api_version: Some(format!("{}/{}", GROUP, self.version.as_str())),
+                kind: Some("ContainerRecreateRequest".into()),
+                namespace: Some(crr.namespace.clone()),
+                name: Some(crr.name.clone()),
+                uid: Some(crr.uid.clone()),
+                ..ObjectReference::default()
+            };
+            self.recorder
+                .publish(
+                    &reference,
+                    EventType::Warning,
+                    FAILED_RECREATE_REASON,
+                    message,
+                )
+                .await;
+        }
         Ok(())
     }
 
