@@ -1093,10 +1093,37 @@ impl Drop for HookServer {
     }
 }
 
+/// Whether cargo sets the variable `name` for a test process (or a build script): the
+/// package's identity, which is not this build's.
+fn set_by_cargo_for_the_test(name: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_MANIFEST_LINKS",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+    ];
+    EXACT.contains(&name) || name.starts_with("CARGO_PKG_") || name.starts_with("CARGO_BIN_EXE_")
+}
+
 /// The `kruised` binary of this workspace, built if needed.
+///
+/// The build runs without the variables cargo set for this test: build scripts (ring's)
+/// rerun when `CARGO_PKG_NAME` and the like change, so inheriting them would rebuild
+/// ring, rustls, kube and kruised here and again in the next build from a shell.
 pub fn kruised_binary() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = Command::new(env!("CARGO"))
+    let mut build = Command::new(env!("CARGO"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(set_by_cargo_for_the_test) {
+            build.env_remove(name);
+        }
+    }
+    let status = build
         .args(["build", "--quiet", "--bin", "kruised"])
         .current_dir(&root)
         .status()
