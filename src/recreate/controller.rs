@@ -605,7 +605,7 @@ impl Shared {
         );
         for crr in crrs
             .iter()
-            .filter(|crr| Some(crr.pod_uid()) == pod.metadata.uid.as_deref())
+            .filter(|crr| active(crr) && Some(crr.pod_uid()) == pod.metadata.uid.as_deref())
         {
             self.complete(crr, &message).await?;
         }
