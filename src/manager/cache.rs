@@ -4,7 +4,7 @@
 use std::fmt::Debug;
 use std::hash::Hash;
 
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use kube::Resource;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
@@ -73,10 +73,12 @@ where
     }
 
     /// A stream of every object applied or deleted from now on, for a controller.
-    pub fn subscribe(&mut self) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static {
+    pub fn subscribe(&mut self) -> futures::stream::BoxStream<'static, Result<K, watcher::Error>> {
         let (sender, receiver) = mpsc::unbounded_channel();
         self.subscribers.push(sender);
-        tokio_stream::wrappers::UnboundedReceiverStream::new(receiver).map(Ok)
+        tokio_stream::wrappers::UnboundedReceiverStream::new(receiver)
+            .map(Ok)
+            .boxed()
     }
 
     /// Watches until the task is dropped. Watch errors are retried with back-off by

@@ -60,6 +60,10 @@ pub struct Stores {
     pub node_images: Store<DynamicObject>,
     /// ImagePullJobs.
     pub jobs: Store<DynamicObject>,
+    /// ImageListPullJobs.
+    pub list_jobs: Store<DynamicObject>,
+    /// ContainerRecreateRequests.
+    pub crrs: Store<DynamicObject>,
     /// Pods (for podSelector jobs and CRRs).
     pub pods: Store<Pod>,
     /// Secrets in the daemon config namespace (the synced copies).

@@ -20,20 +20,20 @@
 pub mod cache;
 pub mod context;
 pub mod controllers;
-// pub mod crr;
-// pub mod crr_admission;
+pub mod crr;
+pub mod crr_admission;
 pub mod detect;
 pub mod expectations;
 pub mod http;
-// pub mod imagelistpulljob;
-// pub mod imagepulljob;
-// pub mod jobview;
+pub mod imagelistpulljob;
+pub mod imagepulljob;
+pub mod jobview;
 pub mod leader;
 pub mod metrics;
 pub mod nodeimage;
 pub mod nodeimage_io;
-// pub mod podreadiness;
-// pub mod secrets;
+pub mod podreadiness;
+pub mod secrets;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
