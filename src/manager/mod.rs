@@ -232,12 +232,12 @@ pub async fn run_with_client(
 
     // kruise-manager appearing while we run is as bad as at start.
     let (detected_tx, mut detected_rx) = tokio::sync::mpsc::channel(1);
-    let watchdog = tokio::spawn(watch_for_kruise_manager(
+    let watchdog = AbortOnDrop(tokio::spawn(watch_for_kruise_manager(
         detector,
         config.detection_interval,
         detected_tx,
         detection_check,
-    ));
+    )));
     let result = lead(
         client,
         versions,
@@ -247,8 +247,18 @@ pub async fn run_with_client(
         shutdown,
     )
     .await;
-    watchdog.abort();
+    drop(watchdog);
     result
+}
+
+/// A task that is aborted when its handle is dropped, so that dropping (or aborting) the
+/// future that owns it stops it too: tokio tasks otherwise outlive their spawner.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn watch_for_kruise_manager(
@@ -293,7 +303,7 @@ async fn lead(
             metrics.clone(),
             identity.clone(),
         );
-        tokio::spawn(work)
+        AbortOnDrop(tokio::spawn(work))
     };
 
     let Some(lease) = config.lease.clone() else {
@@ -305,7 +315,7 @@ async fn lead(
                 Some(found) => Err(found.into()),
                 None => Ok(()),
             },
-            joined = &mut work => Err(ManagerError::ControllersStopped(describe(joined))),
+            joined = &mut work.0 => Err(ManagerError::ControllersStopped(describe(joined))),
         };
         stop(work).await;
         metrics.set_leader(false);
@@ -342,7 +352,7 @@ async fn lead(
             }
             () = shutdown.clone().wait() => break Ok(()),
             found = detected.recv() => if let Some(found) = found { break Err(found.into()) },
-            joined = &mut work => break Err(ManagerError::ControllersStopped(describe(joined))),
+            joined = &mut work.0 => break Err(ManagerError::ControllersStopped(describe(joined))),
         }
         match tokio::time::timeout_at(deadline.into(), elector.try_acquire_or_renew()).await {
             Ok(Ok(Attempt::Held { sent_at })) => last_sent = sent_at,
@@ -398,9 +408,9 @@ fn describe(joined: Result<(), tokio::task::JoinError>) -> String {
 
 /// Aborts the controllers' task and waits until it is gone: every reconcile it spawned
 /// is cancelled when the controller streams are dropped.
-async fn stop(work: tokio::task::JoinHandle<()>) {
-    work.abort();
-    let _ = work.await;
+async fn stop(mut work: AbortOnDrop<()>) {
+    work.0.abort();
+    let _ = (&mut work.0).await;
 }
 
 /// Runs `attempt` until it succeeds, with back-off; `None` on shutdown.

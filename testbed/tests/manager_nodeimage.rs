@@ -24,10 +24,7 @@ async fn ready_nodes_get_a_nodeimage_with_their_labels_and_lose_it_with_the_node
     }))
     .unwrap();
     let nodes: Api<Node> = Api::all(client.clone());
-    nodes
-        .create(&Default::default(), &not_ready)
-        .await
-        .unwrap();
+    nodes.create(&Default::default(), &not_ready).await.unwrap();
     ready_node(&client, "n1", json!({"zone": "a"})).await;
     let images = node_images(&client);
     let created = eventually("n1's NodeImage", || async { images.get("n1").await.ok() }).await;
@@ -48,12 +45,17 @@ async fn ready_nodes_get_a_nodeimage_with_their_labels_and_lose_it_with_the_node
         .patch_status(
             "booting",
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"conditions": [{"type": "Ready", "status": "True",
-                "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})),
+            &Patch::Merge(
+                json!({"status": {"conditions": [{"type": "Ready", "status": "True",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}),
+            ),
         )
         .await
         .unwrap();
-    eventually("booting's NodeImage", || async { images.get("booting").await.ok() }).await;
+    eventually("booting's NodeImage", || async {
+        images.get("booting").await.ok()
+    })
+    .await;
 
     // Labels follow the node.
     nodes
@@ -102,7 +104,8 @@ async fn nodeimage_entries_get_the_webhook_defaults_and_invalid_or_orphaned_ones
     let spec = eventually("the defaults", || async {
         let object = images.get("n1").await.ok()?;
         let spec = object.data["spec"]["images"].clone();
-        (spec["nginx"]["tags"].as_array()?.len() == 2 && spec.get("redis").is_none()).then_some(spec)
+        (spec["nginx"]["tags"].as_array()?.len() == 2 && spec.get("redis").is_none())
+            .then_some(spec)
     })
     .await;
     let tags = spec["nginx"]["tags"].as_array().unwrap();
@@ -110,7 +113,10 @@ async fn nodeimage_entries_get_the_webhook_defaults_and_invalid_or_orphaned_ones
     assert_eq!(tags[1]["tag"], "b");
     for tag in tags {
         assert!(tag["createdAt"].is_string(), "{tag}");
-        assert_eq!(tag["pullPolicy"], json!({"timeoutSeconds": 600, "backoffLimit": 3}));
+        assert_eq!(
+            tag["pullPolicy"],
+            json!({"timeoutSeconds": 600, "backoffLimit": 3})
+        );
     }
     // The first "a" stays, the duplicate is dropped with a Warning.
     assert!(tags[0].get("version").is_none(), "{}", tags[0]);
@@ -131,7 +137,8 @@ async fn nodeimage_entries_get_the_webhook_defaults_and_invalid_or_orphaned_ones
 }
 
 #[tokio::test]
-async fn tags_of_a_silent_node_fail_after_the_response_timeout_and_finished_tags_leave_after_their_ttl() {
+async fn tags_of_a_silent_node_fail_after_the_response_timeout_and_finished_tags_leave_after_their_ttl()
+ {
     let server = server().await;
     let client = server.client();
     let _manager = Manager::start(
@@ -161,7 +168,10 @@ async fn tags_of_a_silent_node_fail_after_the_response_timeout_and_finished_tags
         (tag["phase"] == "Failed").then_some((tag, object.data["status"].clone()))
     })
     .await;
-    assert_eq!(failed.0["message"], "node has not responded for a long time");
+    assert_eq!(
+        failed.0["message"],
+        "node has not responded for a long time"
+    );
     assert_eq!(failed.0["version"], 0);
     assert!(failed.0["completionTime"].is_string());
     assert_eq!(failed.1["desired"], 1);

@@ -205,7 +205,11 @@ pub async fn create(api: &Api<DynamicObject>, value: Value) -> DynamicObject {
 }
 
 /// The reasons and messages of the events about `name`.
-pub async fn events_about(client: &kube::Client, namespace: &str, name: &str) -> Vec<(String, String)> {
+pub async fn events_about(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Vec<(String, String)> {
     Api::<Event>::namespaced(client.clone(), namespace)
         .list(&ListParams::default())
         .await
