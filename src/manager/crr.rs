@@ -197,14 +197,16 @@ impl Crr<'_> {
         Ok(Action::requeue(Duration::from_millis(500)))
     }
 
-    async fn set_finalizer(&self, present: bool) -> Result<(), ReconcileError> {
+    /// Adds or removes the unready finalizer; `false` when the write lost a race (the
+    /// caller retries from a fresher copy).
+    async fn set_finalizer(&self, present: bool) -> Result<bool, ReconcileError> {
         let mut finalizers = self.object.metadata.finalizers.clone().unwrap_or_default();
         if finalizers
             .iter()
             .any(|f| f == CRR_UNREADY_ACQUIRED_FINALIZER)
             == present
         {
-            return Ok(());
+            return Ok(true);
         }
         if present {
             finalizers.push(CRR_UNREADY_ACQUIRED_FINALIZER.to_owned());
@@ -220,8 +222,7 @@ impl Crr<'_> {
         } else {
             "remove_finalizer"
         };
-        self.patch(action, patch, false).await?;
-        Ok(())
+        self.patch(action, patch, false).await
     }
 
     fn message(&self) -> Message {
@@ -245,14 +246,17 @@ impl Crr<'_> {
                 .write(CONTROLLER, "release_pod_not_ready", &result);
             result?;
         }
-        self.set_finalizer(false).await
+        self.set_finalizer(false).await?;
+        Ok(())
     }
 
     async fn acquire_pod(&self, pod: &Pod) -> Result<(), ReconcileError> {
         // Finalizer first, then the pod condition, then the record (kruise's order): a
         // crash in between never leaves a pod not-ready without a finalizer to undo it.
         if podreadiness::has_gate(pod) {
-            self.set_finalizer(true).await?;
+            if !self.set_finalizer(true).await? {
+                return Ok(());
+            }
             let pods: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.view.namespace);
             let result =
                 podreadiness::set_not_ready(&pods, &self.view.pod_name, &self.message(), true)
@@ -302,20 +306,21 @@ impl Crr<'_> {
         Ok(())
     }
 
-    async fn sync_snapshot(&self, pod: &Pod) -> Result<(), ReconcileError> {
+    /// Writes the snapshot if it changed; `true` when it wrote (the object moved on).
+    async fn sync_snapshot(&self, pod: &Pod) -> Result<bool, ReconcileError> {
         let snapshot = snapshot(&self.view, pod);
         match self.ctx.versions.container_recreate_request {
             KruiseVersion::V1beta1 => {
                 // master keeps the previous snapshot when there is nothing new.
                 if snapshot.is_empty() || snapshot == self.view.container_status_snapshot {
-                    return Ok(());
+                    return Ok(false);
                 }
                 self.patch(
                     "sync_snapshot",
                     json!({"status": {"containerStatusSnapshot": snapshot}}),
                     true,
                 )
-                .await?;
+                .await
             }
             KruiseVersion::V1alpha1 => {
                 let text = serde_json::to_string(&snapshot).unwrap_or_else(|_| "[]".into());
@@ -326,17 +331,16 @@ impl Crr<'_> {
                     .as_ref()
                     .and_then(|a| a.get(CRR_SYNC_CONTAINER_STATUSES_ANNOTATION));
                 if current == Some(&text) {
-                    return Ok(());
+                    return Ok(false);
                 }
                 self.patch(
                     "sync_snapshot",
                     json!({"metadata": {"annotations": {CRR_SYNC_CONTAINER_STATUSES_ANNOTATION: text}}}),
                     false,
                 )
-                .await?;
+                .await
             }
         }
-        Ok(())
     }
 }
 
@@ -513,7 +517,10 @@ pub async fn reconcile(
     if view.phase() != Some(ContainerRecreateRequestPhase::Recreating) {
         return Ok(next.map_or_else(Action::await_change, Action::requeue));
     }
-    crr.sync_snapshot(&pod).await?;
+    if crr.sync_snapshot(&pod).await? {
+        // The next round works from the written copy.
+        return Ok(Action::requeue(Duration::from_millis(300)));
+    }
     if view.strategy.unready_grace_period_seconds.is_some()
         && view.unready_acquisition == UnreadyAcquisition::NotAcquired
     {
