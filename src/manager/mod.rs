@@ -16,6 +16,29 @@
 //!    starts from fresh caches, as controller-runtime does.
 //! 5. SIGTERM: stop the controllers first, then release the Lease (hand-over: a standby
 //!    takes over at its next attempt rather than after the lease duration).
+//!
+//! Least-privilege RBAC (ClusterRole unless noted):
+//!
+//! | apiGroup | resource | verbs | why |
+//! | --- | --- | --- | --- |
+//! | coordination.k8s.io | leases (own namespace, Role) | get create update | leader election |
+//! | coordination.k8s.io | leases `kruise-manager` (kruise namespace, Role) | get | detection |
+//! | admissionregistration.k8s.io | mutating/validatingwebhookconfigurations | get | detection |
+//! | apps | deployments `kruise-controller-manager` (kruise namespace, Role) | get | detection |
+//! | "" | nodes | get list watch | NodeImage lifecycle |
+//! | "" | pods | get list watch | podSelector, CRR admission and snapshots |
+//! | "" | pods/status | get update | `KruisePodReady` readiness gate |
+//! | "" | secrets | get | job pull secrets (source namespaces) |
+//! | "" | secrets (daemon config namespace, Role) | get list watch create update delete | copies for the agents |
+//! | "" | events | create patch | events |
+//! | apps.kruise.io | nodeimages | get list watch create update delete | lifecycle and job fan-out |
+//! | apps.kruise.io | nodeimages/status | update | silent-node failures |
+//! | apps.kruise.io | imagepulljobs | get list watch create update patch delete | jobs, list-job children, finalizer, TTL |
+//! | apps.kruise.io | imagepulljobs/status | update | status |
+//! | apps.kruise.io | imagelistpulljobs | get list watch delete | list jobs, TTL |
+//! | apps.kruise.io | imagelistpulljobs/status | update | status |
+//! | apps.kruise.io | containerrecreaterequests | get list watch update patch delete | admission, labels, finalizer, TTL |
+//! | apps.kruise.io | containerrecreaterequests/status | patch | completion, snapshot, conditions |
 
 pub mod cache;
 pub mod context;

@@ -525,42 +525,60 @@ pub async fn reconcile_node_image(
         .filter(|_| !node_gone)
         .map(|n| n.metadata.labels.clone().unwrap_or_default());
 
-    // Spec: labels, defaults, validation, garbage collection (fresh read, conflict retry).
+    // Spec: labels, defaults, validation, garbage collection. Planned on the cached copy
+    // first: most reconciles follow the agent's status writes and change nothing, and
+    // must then cost no API request. A change is redone on a fresh read.
     let now = Timestamp::now();
+    let owner_alive = |owner: &ObjectReference| owner_alive(&ctx, owner);
+    let secret_exists = |namespace: &str, secret: &str| {
+        namespace != ctx.settings.daemon_config_namespace
+            || ctx
+                .stores
+                .synced_secrets
+                .get(&ObjectRef::new(secret).within(namespace))
+                .is_some()
+    };
+    let mut cached_labels = object.metadata.labels.clone().unwrap_or_default();
+    let mut cached_images = view.images.clone();
+    let cached_plan = plan_spec(
+        &mut cached_labels,
+        &mut cached_images,
+        view.status.as_ref(),
+        node_labels.as_ref(),
+        &owner_alive,
+        &secret_exists,
+        now,
+    );
     let mut last_plan = SpecPlan::default();
-    let written = nodeimage_io::edit_spec(
-        &ctx.node_images(),
-        ctx.versions.node_image,
-        &name,
-        |labels, images, fresh| {
-            let owner_alive = |owner: &ObjectReference| owner_alive(&ctx, owner);
-            let secret_exists = |namespace: &str, secret: &str| {
-                namespace != ctx.settings.daemon_config_namespace
-                    || ctx
-                        .stores
-                        .synced_secrets
-                        .get(&ObjectRef::new(secret).within(namespace))
-                        .is_some()
-            };
-            let plan = plan_spec(
-                labels,
-                images,
-                fresh.status.as_ref(),
-                node_labels.as_ref(),
-                &owner_alive,
-                &secret_exists,
-                now,
-            );
-            let changed = !plan.changes.is_empty();
-            last_plan = plan;
-            if changed {
-                Edit::Changed
-            } else {
-                Edit::Unchanged
-            }
-        },
-    )
-    .await;
+    let written = if cached_plan.changes.is_empty() {
+        last_plan = cached_plan;
+        Ok(None)
+    } else {
+        nodeimage_io::edit_spec(
+            &ctx.node_images(),
+            ctx.versions.node_image,
+            &name,
+            |labels, images, fresh| {
+                let plan = plan_spec(
+                    labels,
+                    images,
+                    fresh.status.as_ref(),
+                    node_labels.as_ref(),
+                    &owner_alive,
+                    &secret_exists,
+                    now,
+                );
+                let changed = !plan.changes.is_empty();
+                last_plan = plan;
+                if changed {
+                    Edit::Changed
+                } else {
+                    Edit::Unchanged
+                }
+            },
+        )
+        .await
+    };
     let written = written?;
     if let Some(written) = written {
         ctx.metrics
