@@ -33,6 +33,101 @@ pub struct Cli {
 pub enum Command {
     /// Print the apps.kruise.io CustomResourceDefinitions kruised serves, as YAML.
     Crds,
+    /// Run the cluster-side controller (one leader-elected Deployment per cluster) that
+    /// replaces kruise-manager for NodeImage, ImagePullJob, ImageListPullJob and
+    /// ContainerRecreateRequest.
+    Manager(Box<ManagerArgs>),
+}
+
+/// Flags of `kruised manager`. Durations are Go-style (`30s`, `1m30s`, `500ms`).
+#[derive(Debug, Clone, Args)]
+pub struct ManagerArgs {
+    /// Path to a kubeconfig (same resolution order as the agent).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Address for /metrics, /healthz, /livez and /readyz.
+    #[arg(long, default_value = ":10231", value_name = "ADDR")]
+    pub addr: String,
+
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// klog verbosity: 0-3 info, 4-5 debug, 6+ trace. RUST_LOG overrides it.
+    #[arg(short = 'v', long = "v", default_value_t = 0, value_name = "LEVEL")]
+    pub verbosity: u8,
+
+    /// Elect a leader on a coordination.k8s.io/v1 Lease; only the leader acts. Turn off
+    /// only for a single replica.
+    #[arg(long, value_parser = parse_go_bool, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true")]
+    pub leader_elect: bool,
+
+    /// Namespace of the leader election Lease (normally the manager's own namespace).
+    #[arg(
+        long,
+        env = "POD_NAMESPACE",
+        default_value = "kruise-system",
+        value_name = "NS"
+    )]
+    pub leader_election_namespace: String,
+
+    /// Name of the leader election Lease. Deliberately not kruise-manager's.
+    #[arg(long, default_value = "kruised-manager", value_name = "NAME")]
+    pub leader_election_id: String,
+
+    /// This replica's identity in the Lease (default: pod name or host name, plus a
+    /// random suffix).
+    #[arg(long, env = "POD_NAME", value_name = "ID")]
+    pub leader_election_identity: Option<String>,
+
+    /// How long a Lease holds without renewal before another replica may take it.
+    #[arg(long, default_value = "15s", value_parser = parse_go_duration, value_name = "DURATION")]
+    pub leader_election_lease_duration: std::time::Duration,
+
+    /// How long the leader keeps acting without a successful renewal. Must be shorter
+    /// than the lease duration: the difference is the fencing margin.
+    #[arg(long, default_value = "10s", value_parser = parse_go_duration, value_name = "DURATION")]
+    pub leader_election_renew_deadline: std::time::Duration,
+
+    /// Pause between acquisition or renewal attempts.
+    #[arg(long, default_value = "2s", value_parser = parse_go_duration, value_name = "DURATION")]
+    pub leader_election_retry_period: std::time::Duration,
+
+    /// Namespace where OpenKruise's kruise-manager would run (checked at start and
+    /// periodically: kruised manager refuses to run next to it).
+    #[arg(long, default_value = "kruise-system", value_name = "NS")]
+    pub kruise_namespace: String,
+
+    /// Delay after a Node turns Ready before its NodeImage is created.
+    #[arg(long, default_value = "30s", value_parser = parse_go_duration, value_name = "DURATION")]
+    pub nodeimage_creation_delay: std::time::Duration,
+
+    /// Seconds added to the TTL of tags written for `completionPolicy: Always` jobs (kruise:
+    /// 300, at most 31 days).
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub default_ttlseconds_for_always_nodeimage: i32,
+
+    /// Namespace the agents read pull secrets from; job secrets are copied there.
+    #[arg(
+        long,
+        env = "KRUISE_DAEMON_CONFIG_NS",
+        default_value = "kruise-daemon-config",
+        value_name = "NS"
+    )]
+    pub daemon_config_namespace: String,
+
+    /// NodeImages reconciled in parallel.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub nodeimage_workers: u16,
+
+    /// ImagePullJobs and ImageListPullJobs reconciled in parallel.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub imagepulljob_workers: u16,
+
+    /// ContainerRecreateRequests reconciled in parallel.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub crr_workers: u16,
 }
 
 /// Log output format.
@@ -269,6 +364,43 @@ pub fn parse_go_bool(value: &str) -> Result<bool, String> {
     }
 }
 
+/// Parses a Go duration (`300ms`, `1.5s`, `1m30s`, `2h`); a bare number is seconds.
+pub fn parse_go_duration(value: &str) -> Result<std::time::Duration, String> {
+    let invalid = || format!("invalid duration {value:?}");
+    if let Ok(seconds) = value.parse::<f64>() {
+        return (seconds.is_finite() && seconds >= 0.0)
+            .then(|| std::time::Duration::from_secs_f64(seconds))
+            .ok_or_else(invalid);
+    }
+    let mut rest = value;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(invalid)?;
+        let number: f64 = rest[..number_len].parse().map_err(|_| invalid())?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(invalid()),
+        };
+        total += number * scale;
+        rest = &rest[unit_len..];
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
+}
+
 /// Parses a Go listen address: `:10221` means every interface.
 pub fn parse_listen_addr(addr: &str) -> Result<std::net::SocketAddr, String> {
     let full = if addr.starts_with(':') {
@@ -379,6 +511,36 @@ mod tests {
     fn crds_subcommand_parses() {
         let (cli, _) = parse(&["crds"]);
         assert!(matches!(cli.command, Some(Command::Crds)));
+    }
+
+    #[test]
+    fn manager_subcommand_takes_its_own_flags() {
+        let (cli, _) = parse(&[
+            "manager",
+            "--leader-elect=false",
+            "--nodeimage-creation-delay=1m30s",
+            "--leader-election-retry-period=500ms",
+            "--crr-workers=5",
+        ]);
+        let Some(Command::Manager(args)) = cli.command else {
+            panic!("manager subcommand expected");
+        };
+        assert!(!args.leader_elect);
+        assert_eq!(args.nodeimage_creation_delay.as_secs(), 90);
+        assert_eq!(args.leader_election_retry_period.as_millis(), 500);
+        assert_eq!(args.leader_election_lease_duration.as_secs(), 15);
+        assert_eq!(args.crr_workers, 5);
+    }
+
+    #[test]
+    fn go_durations_parse_like_go() {
+        assert_eq!(parse_go_duration("30s").unwrap().as_secs(), 30);
+        assert_eq!(parse_go_duration("1.5s").unwrap().as_millis(), 1500);
+        assert_eq!(parse_go_duration("2h1m").unwrap().as_secs(), 7260);
+        assert_eq!(parse_go_duration("7").unwrap().as_secs(), 7);
+        assert!(parse_go_duration("").is_err());
+        assert!(parse_go_duration("5 days").is_err());
+        assert!(parse_go_duration("-1s").is_err());
     }
 
     #[test]

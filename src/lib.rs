@@ -19,6 +19,7 @@ pub mod imagepuller;
 pub mod imageref;
 pub mod kubeconfig;
 pub mod logging;
+pub mod manager;
 pub mod metrics;
 pub mod proto;
 pub mod readiness;

@@ -23,6 +23,13 @@ fn main() -> ExitCode {
             let _ = std::io::stdout().write_all(kruised::api::crds_yaml().as_bytes());
             ExitCode::SUCCESS
         }
+        Some(Command::Manager(args)) => match run_manager(*args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("kruised manager: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         None => match run_agent(cli.agent, &matches) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -85,6 +92,30 @@ fn run_agent(args: cli::AgentArgs, matches: &clap::ArgMatches) -> anyhow::Result
             std::process::exit(1);
         });
         agent::run(config, shutdown).await
+    })?;
+    Ok(())
+}
+
+fn run_manager(args: cli::ManagerArgs) -> anyhow::Result<()> {
+    let listen = cli::parse_listen_addr(&args.addr).map_err(anyhow::Error::msg)?;
+    kruised::logging::init(args.log_format, args.verbosity);
+    let config = kruised::manager::ManagerConfig::from_args(&args);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let (trigger, shutdown) = agent::shutdown_channel();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            info!("signal received: stopping the controllers, then releasing the Lease");
+            trigger.trigger();
+            wait_for_signal().await;
+            error!("second signal, exiting now");
+            std::process::exit(1);
+        });
+        kruised::manager::run(config, listen, args.kubeconfig.clone(), shutdown).await
     })?;
     Ok(())
 }
