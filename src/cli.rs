@@ -37,6 +37,126 @@ pub enum Command {
     /// replaces kruise-manager for NodeImage, ImagePullJob, ImageListPullJob and
     /// ContainerRecreateRequest.
     Manager(Box<ManagerArgs>),
+    /// Print every install object (namespaces, service accounts, RBAC, the agent
+    /// DaemonSet, the manager Deployment, services, the admission policy) as YAML.
+    Manifests(Box<ManifestsArgs>),
+}
+
+/// Flags of `kruised manifests`. Defaults render the committed deploy/ tree.
+#[derive(Debug, Clone, Args)]
+pub struct ManifestsArgs {
+    /// `standalone` (agent + manager) or `with-openkruise` (the agent replaces
+    /// kruise-daemon; kruise-manager stays).
+    #[arg(long, value_enum, default_value = "standalone")]
+    pub mode: crate::manifests::Mode,
+    /// Namespace of the agent and the manager.
+    #[arg(long, default_value = "kruise-system", value_name = "NS")]
+    pub namespace: String,
+    /// Namespace the agents read pull secrets from.
+    #[arg(long, default_value = "kruise-daemon-config", value_name = "NS")]
+    pub config_namespace: String,
+    /// Image of the agent and the manager (default: kruised:v<version>).
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// imagePullPolicy of both containers.
+    #[arg(long, default_value = "IfNotPresent", value_name = "POLICY")]
+    pub image_pull_policy: String,
+    /// Agent toleration, `KEY[=VALUE][:EFFECT]` or `Exists`; repeatable. Default: one
+    /// `operator: Exists` (every taint).
+    #[arg(long = "toleration", value_name = "TOLERATION", value_parser = crate::manifests::options::parse_toleration)]
+    pub tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
+    /// Agent CPU request.
+    #[arg(long, default_value = "10m")]
+    pub agent_cpu_request: String,
+    /// Agent memory request.
+    #[arg(long, default_value = "32Mi")]
+    pub agent_memory_request: String,
+    /// Agent CPU limit ("" for none).
+    #[arg(long, default_value = "100m")]
+    pub agent_cpu_limit: String,
+    /// Agent memory limit.
+    #[arg(long, default_value = "96Mi")]
+    pub agent_memory_limit: String,
+    /// Manager CPU request.
+    #[arg(long, default_value = "20m")]
+    pub manager_cpu_request: String,
+    /// Manager memory request.
+    #[arg(long, default_value = "64Mi")]
+    pub manager_memory_request: String,
+    /// Manager CPU limit ("" for none).
+    #[arg(long, default_value = "")]
+    pub manager_cpu_limit: String,
+    /// Manager memory limit.
+    #[arg(long, default_value = "256Mi")]
+    pub manager_memory_limit: String,
+    /// Host directory holding the runtime socket (mounted read-only at /hostvarrun).
+    #[arg(long, default_value = "/var/run", value_name = "DIR")]
+    pub socket_location: String,
+    /// Socket file name under /hostvarrun (default: detect).
+    #[arg(long, default_value = "", value_name = "NAME")]
+    pub socket_file: String,
+    /// Group owning the runtime socket: the agent then runs as non-root (65532) with it
+    /// as a supplementary group. Without it, uid 0 with every capability dropped.
+    #[arg(long, value_name = "GID")]
+    pub socket_group: Option<i64>,
+    /// Run the agent in the host network namespace (only if it must pull before CNI).
+    #[arg(long)]
+    pub host_network: bool,
+    /// The agent's PriorityClass (the default one is rendered too).
+    #[arg(long, default_value = crate::manifests::options::DEFAULT_PRIORITY_CLASS)]
+    pub priority_class: String,
+    /// Manager replicas (leader-elected).
+    #[arg(long, default_value_t = 2)]
+    pub manager_replicas: i32,
+    /// Also render the apps.kruise.io CRDs (standalone only).
+    #[arg(long)]
+    pub include_crds: bool,
+    /// Also render Prometheus Operator ServiceMonitors.
+    #[arg(long)]
+    pub service_monitor: bool,
+    /// Namespace where OpenKruise's kruise-manager would run (the manager checks it).
+    #[arg(long, default_value = "kruise-system", value_name = "NS")]
+    pub kruise_namespace: String,
+}
+
+impl ManifestsArgs {
+    /// The render options these flags describe.
+    pub fn to_options(&self) -> crate::manifests::Options {
+        use crate::manifests::{Options, ResourceSizes, options};
+        Options {
+            mode: self.mode,
+            namespace: self.namespace.clone(),
+            config_namespace: self.config_namespace.clone(),
+            image: self.image.clone().unwrap_or_else(options::default_image),
+            image_pull_policy: self.image_pull_policy.clone(),
+            tolerations: if self.tolerations.is_empty() {
+                vec![options::tolerate_everything()]
+            } else {
+                self.tolerations.clone()
+            },
+            agent_resources: ResourceSizes {
+                cpu_request: self.agent_cpu_request.clone(),
+                memory_request: self.agent_memory_request.clone(),
+                cpu_limit: self.agent_cpu_limit.clone(),
+                memory_limit: self.agent_memory_limit.clone(),
+            },
+            manager_resources: ResourceSizes {
+                cpu_request: self.manager_cpu_request.clone(),
+                memory_request: self.manager_memory_request.clone(),
+                cpu_limit: self.manager_cpu_limit.clone(),
+                memory_limit: self.manager_memory_limit.clone(),
+            },
+            socket_location: self.socket_location.clone(),
+            socket_file: self.socket_file.clone(),
+            socket_group: self.socket_group,
+            host_network: self.host_network,
+            priority_class: self.priority_class.clone(),
+            manager_replicas: self.manager_replicas,
+            include_crds: self.include_crds,
+            service_monitor: self.service_monitor,
+            kruise_namespace: self.kruise_namespace.clone(),
+        }
+    }
 }
 
 /// Flags of `kruised manager`. Durations are Go-style (`30s`, `1m30s`, `500ms`).
@@ -505,6 +625,42 @@ mod tests {
         let (cli, _) = parse(&["--logtostderr", "--addr", ":1234"]);
         assert!(cli.agent.compat.logtostderr);
         assert_eq!(cli.agent.addr, ":1234");
+    }
+
+    #[test]
+    fn manifests_defaults_match_the_library_defaults() {
+        let (cli, _) = parse(&["manifests"]);
+        let Some(Command::Manifests(args)) = cli.command else {
+            panic!("manifests subcommand expected");
+        };
+        let options = args.to_options();
+        let defaults = crate::manifests::Options::default();
+        assert_eq!(options.agent_resources, defaults.agent_resources);
+        assert_eq!(options.manager_resources, defaults.manager_resources);
+        assert_eq!(options.tolerations, defaults.tolerations);
+        assert_eq!(options.namespace, defaults.namespace);
+        assert_eq!(options.config_namespace, defaults.config_namespace);
+        assert_eq!(options.image, defaults.image);
+        assert_eq!(options.priority_class, defaults.priority_class);
+        assert_eq!(options.socket_location, defaults.socket_location);
+    }
+
+    #[test]
+    fn manifests_flags_parse() {
+        let (cli, _) = parse(&[
+            "manifests",
+            "--mode=with-openkruise",
+            "--socket-group=1001",
+            "--toleration=dedicated=infra:NoSchedule",
+            "--toleration=Exists",
+        ]);
+        let Some(Command::Manifests(args)) = cli.command else {
+            panic!("manifests subcommand expected");
+        };
+        let options = args.to_options();
+        assert_eq!(options.mode, crate::manifests::Mode::WithOpenkruise);
+        assert_eq!(options.socket_group, Some(1001));
+        assert_eq!(options.tolerations.len(), 2);
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod imageref;
 pub mod kubeconfig;
 pub mod logging;
 pub mod manager;
+pub mod manifests;
 pub mod metrics;
 pub mod proto;
 pub mod readiness;

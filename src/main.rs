@@ -23,6 +23,18 @@ fn main() -> ExitCode {
             let _ = std::io::stdout().write_all(kruised::api::crds_yaml().as_bytes());
             ExitCode::SUCCESS
         }
+        Some(Command::Manifests(args)) => match kruised::manifests::render(&args.to_options()) {
+            Ok(objects) => {
+                use std::io::Write;
+                let yaml = kruised::manifests::to_yaml(&objects);
+                let _ = std::io::stdout().write_all(yaml.as_bytes());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("kruised manifests: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Manager(args)) => match run_manager(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
