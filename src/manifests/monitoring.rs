@@ -24,7 +24,16 @@ pub fn service_monitors(options: &Options) -> Vec<Value> {
                 },
                 "spec": {
                     "selector": {"matchLabels": selector(component)},
-                    "endpoints": [{"port": "http-metrics", "path": "/metrics", "interval": "30s"}],
+                    // The Grafana dashboard (deploy/grafana) filters by `node`.
+                    "endpoints": [{
+                        "port": "http-metrics",
+                        "path": "/metrics",
+                        "interval": "30s",
+                        "relabelings": [{
+                            "sourceLabels": ["__meta_kubernetes_pod_node_name"],
+                            "targetLabel": "node",
+                        }],
+                    }],
                 },
             })
         })
