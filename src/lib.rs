@@ -20,6 +20,7 @@ pub mod imageref;
 pub mod kubeconfig;
 pub mod logging;
 pub mod metrics;
+pub mod podprobe;
 pub mod proto;
 pub mod readiness;
 pub mod recreate;
