@@ -147,6 +147,11 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         .feature_gates
         .enabled("PodProbeMarkerGate")
         .then(|| readiness.register("nodePodProbeInformerSynced"));
+    // kruise serves nothing until its pod informer synced (§1.2 step 10); a named check says so.
+    let pod_check = config
+        .feature_gates
+        .enabled("DaemonWatchingPod")
+        .then(|| readiness.register("podInformerSynced"));
     let started = std::time::Instant::now();
     let controllers = tokio::spawn({
         let client = client.clone();
@@ -216,12 +221,32 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
                 );
                 controller.run(check, shutdown.clone())
             });
+            let container_meta = pod_check.map(|check| {
+                let recorder = Arc::new(crate::events::Recorder::new(
+                    client.clone(),
+                    crate::containermeta::EVENT_COMPONENT,
+                    &config.node_name,
+                ));
+                crate::containermeta::ContainerMetaController::new(
+                    client.clone(),
+                    &config.node_name,
+                    runtimes.clone(),
+                    recorder,
+                    config.feature_gates.enabled("InPlaceUpdateEnvFromMetadata"),
+                )
+                .run(check, shutdown.clone())
+            });
             tokio::join!(
                 puller.run(node_image_check, shutdown.clone()),
                 recreate.run(crr_check, shutdown.clone()),
                 async {
                     if let Some(probes) = probes {
                         probes.await;
+                    }
+                },
+                async {
+                    if let Some(container_meta) = container_meta {
+                        container_meta.await;
                     }
                 },
             );

@@ -11,6 +11,7 @@ pub mod api;
 pub mod apiversions;
 pub mod backoff;
 pub mod cli;
+pub mod containermeta;
 pub mod credentials;
 pub mod cri;
 pub mod events;

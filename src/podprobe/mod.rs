@@ -22,7 +22,7 @@ pub mod handlers;
 pub mod results;
 pub mod status;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 pub mod worker;
 
 use std::fmt;

@@ -1,4 +1,5 @@
-//! A fake containerd with one kubelet-made pod, shared by this module's unit tests.
+//! A fake containerd with one kubelet-made pod, shared by the unit tests of `podprobe` and
+//! `containermeta`.
 
 use crate::cri::fake::{FakeCri, FakeCriHandle, FakePod, KubeletPod};
 use crate::cri::{CriClient, RuntimeEndpoint};
