@@ -123,6 +123,20 @@ impl PodProbeController {
         }
     }
 
+    /// Refreshes `lastProbeTime` of unchanged results after `heartbeat` instead of kruise's
+    /// 600 s (for tests).
+    pub fn with_heartbeat(mut self, heartbeat: Duration) -> Self {
+        let results = Arc::new(ResultCache::with_heartbeat(heartbeat));
+        self.context = Arc::new(WorkerContext {
+            cri: self.context.cri.clone(),
+            results: Arc::clone(&results),
+            metrics: self.metrics.clone(),
+            agent_started: self.context.agent_started,
+        });
+        self.results = results;
+        self
+    }
+
     /// Runs until shutdown. `ready` is set once the watch has listed (kruise's
     /// `nodePodProbeInformerSynced`).
     pub async fn run(self, ready: ReadinessCheck, shutdown: Shutdown) {

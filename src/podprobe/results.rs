@@ -42,10 +42,16 @@ struct Inner {
 }
 
 /// The results of every probe of the node.
-#[derive(Default)]
 pub struct ResultCache {
     inner: Mutex<Inner>,
     changed: Notify,
+    heartbeat: SignedDuration,
+}
+
+impl Default for ResultCache {
+    fn default() -> Self {
+        Self::with_heartbeat(HEARTBEAT)
+    }
 }
 
 /// `time` without its fraction of a second: `metav1.Time` serializes whole seconds, so a finer
@@ -60,12 +66,22 @@ impl ResultCache {
         Self::default()
     }
 
+    /// An empty cache that records unchanged results again after `heartbeat` rather than
+    /// [`HEARTBEAT`] (tests use a short one).
+    pub fn with_heartbeat(heartbeat: Duration) -> Self {
+        Self {
+            inner: Mutex::default(),
+            changed: Notify::new(),
+            heartbeat: SignedDuration::try_from(heartbeat).unwrap_or(SignedDuration::MAX),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records `state` and `message` of `key` on container `container_id` at `now` if it is new,
-    /// changed, or the last recording is [`HEARTBEAT`] old. Returns whether it was recorded.
+    /// changed, or the last recording is a heartbeat ([`HEARTBEAT`]) old. Returns whether it was recorded.
     pub fn set(
         &self,
         container_id: &str,
@@ -81,8 +97,7 @@ impl ResultCache {
             None => (true, true),
             Some(previous) => {
                 let changed = previous.state != state || previous.message != message;
-                let stale = now.duration_since(previous.last_probe_time)
-                    >= SignedDuration::try_from(HEARTBEAT).unwrap_or(SignedDuration::MAX);
+                let stale = now.duration_since(previous.last_probe_time) >= self.heartbeat;
                 (changed || stale, changed)
             }
         };

@@ -201,6 +201,11 @@ struct Bed {
 
 impl Bed {
     async fn start() -> Self {
+        Self::start_with_heartbeat(None).await
+    }
+
+    /// A bed whose controller refreshes unchanged results after `heartbeat` (kruise: 600 s).
+    async fn start_with_heartbeat(heartbeat: Option<Duration>) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -251,6 +256,10 @@ impl Bed {
             Some(metrics.probe.clone()),
             Instant::now(),
         );
+        let controller = match heartbeat {
+            Some(heartbeat) => controller.with_heartbeat(heartbeat),
+            None => controller,
+        };
         let readiness = Readiness::new();
         let ready = readiness.register("nodePodProbeInformerSynced");
         let (trigger, shutdown) = shutdown_channel();
@@ -742,5 +751,37 @@ async fn entries_leave_the_status_with_their_pod_or_probe_and_unchanged_status_i
             .then_some(())
     })
     .await;
+    bed.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn steady_results_refresh_last_probe_time_on_the_heartbeat_only() {
+    // kruise refreshes every 600 s; the same rule with a 3 s heartbeat.
+    let bed = Bed::start_with_heartbeat(Some(Duration::from_secs(3))).await;
+    let pod = bed
+        .running_pod(&unique("heartbeat"), vec![shell("app", SERVE)])
+        .await;
+    let pod_uid = uid(&pod);
+    bed.set_probes(&[(&pod, vec![("ppm#steady", "app", exec_probe("echo same"))])])
+        .await;
+    let first = bed
+        .state_until(&pod_uid, "ppm#steady", "Succeeded", |state| {
+            state.state == "Succeeded"
+        })
+        .await;
+    let refreshed = bed
+        .state_until(
+            &pod_uid,
+            "ppm#steady",
+            "a refreshed lastProbeTime",
+            |state| state.last_probe_time != first.last_probe_time,
+        )
+        .await;
+    assert_eq!(refreshed.state, "Succeeded");
+    assert_eq!(
+        refreshed.last_transition_time, first.last_transition_time,
+        "no transition"
+    );
+    assert!(refreshed.last_probe_time.unwrap().0 > first.last_probe_time.unwrap().0);
     bed.finish().await;
 }
