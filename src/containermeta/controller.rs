@@ -3,7 +3,7 @@
 //! `apps.kruise.io/runtime-containers-meta` annotation in step with the runtime, written
 //! through `pods/status` (a strategic merge patch of the annotation; the pod status strategy
 //! lets metadata change there). Containers whose env from metadata is stale during an
-//! in-place update go to the [`restarter`](super::restarter).
+//! in-place update go to the [`super::restarter`].
 //!
 //! Pods first seen without the annotation are left alone until they change (no write storm
 //! at start-up); work is queued one second after the event, as kruise does; after a write,

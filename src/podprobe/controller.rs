@@ -1,5 +1,5 @@
 //! The daemon's NodePodProbe controller (§5.3): watches this node's NodePodProbe (field
-//! selector `metadata.name=<node>`), keeps one [`worker`](super::worker) per probe of its spec,
+//! selector `metadata.name=<node>`), keeps one [`super::worker`] per probe of its spec,
 //! and writes the status from the result cache.
 //!
 //! - A new probe starts a worker; a changed probe is handed to its worker (a changed handler

@@ -47,9 +47,6 @@ pub enum ProbeError {
     /// The port is neither a number in 1..=65535 nor one of the container's port names.
     #[error("{0}")]
     InvalidPort(String),
-    /// The HTTP request could not be built from the probe.
-    #[error("invalid HTTP probe: {0}")]
-    InvalidRequest(String),
     /// `ExecSync` failed for another reason than the command's exit code or a timeout.
     #[error("exec probe could not run: {0}")]
     Exec(#[source] CriError),
