@@ -1,4 +1,4 @@
-//! Compiles the CRI and containerd protocol subsets in `proto/` with protox (pure Rust),
+//! Compiles the CRI, containerd and gRPC health protocol subsets in `proto/` with protox (pure Rust),
 //! so a fresh machine needs no `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/runtime/v1/api.proto",
         "proto/containerd/services/content/v1/content.proto",
         "proto/containerd/services/version/v1/version.proto",
+        "proto/grpc/health/v1/health.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

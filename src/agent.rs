@@ -40,6 +40,8 @@ pub struct AgentConfig {
     pub plugin_config_file: PathBuf,
     /// Credential provider plugin binaries (`--plugin-bin-dir`).
     pub plugin_bin_dir: PathBuf,
+    /// kruise's feature gates (`--feature-gates`): `PodProbeMarkerGate` runs NodePodProbe probes.
+    pub feature_gates: crate::feature_gates::FeatureGates,
 }
 
 /// Why the agent could not run.
@@ -141,6 +143,16 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     // kruise-daemon's /healthz check names (§7.1).
     let node_image_check = readiness.register("nodeImageInformerSynced");
     let crr_check = readiness.register("crrInformerSynced");
+    let probe_check = config
+        .feature_gates
+        .enabled("PodProbeMarkerGate")
+        .then(|| readiness.register("nodePodProbeInformerSynced"));
+    // kruise serves nothing until its pod informer synced (§1.2 step 10); a named check says so.
+    let pod_check = config
+        .feature_gates
+        .enabled("DaemonWatchingPod")
+        .then(|| readiness.register("podInformerSynced"));
+    let started = std::time::Instant::now();
     let controllers = tokio::spawn({
         let client = client.clone();
         let shutdown = shutdown.clone();
@@ -193,9 +205,50 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
                 config.crr_workers,
                 recorder,
             );
+            let probes = probe_check.map(|check| {
+                let recorder = Arc::new(crate::events::Recorder::new(
+                    client.clone(),
+                    crate::podprobe::EVENT_COMPONENT,
+                    &config.node_name,
+                ));
+                let controller = crate::podprobe::controller::PodProbeController::new(
+                    client.clone(),
+                    &config.node_name,
+                    runtimes.primary().clone(),
+                    recorder,
+                    Some(metrics.probe.clone()),
+                    started,
+                );
+                controller.run(check, shutdown.clone())
+            });
+            let container_meta = pod_check.map(|check| {
+                let recorder = Arc::new(crate::events::Recorder::new(
+                    client.clone(),
+                    crate::containermeta::EVENT_COMPONENT,
+                    &config.node_name,
+                ));
+                crate::containermeta::ContainerMetaController::new(
+                    client.clone(),
+                    &config.node_name,
+                    runtimes.clone(),
+                    recorder,
+                    config.feature_gates.enabled("InPlaceUpdateEnvFromMetadata"),
+                )
+                .run(check, shutdown.clone())
+            });
             tokio::join!(
                 puller.run(node_image_check, shutdown.clone()),
                 recreate.run(crr_check, shutdown.clone()),
+                async {
+                    if let Some(probes) = probes {
+                        probes.await;
+                    }
+                },
+                async {
+                    if let Some(container_meta) = container_meta {
+                        container_meta.await;
+                    }
+                },
             );
         }
     });

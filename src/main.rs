@@ -86,6 +86,7 @@ fn run_agent(args: cli::AgentArgs, matches: &clap::ArgMatches) -> anyhow::Result
         crr_workers: args.crr_workers.max(1),
         plugin_config_file: args.plugin_config_file.clone(),
         plugin_bin_dir: args.plugin_bin_dir.clone(),
+        feature_gates: gates,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         // A node agent should not claim every core of the node.

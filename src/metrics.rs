@@ -19,6 +19,8 @@ pub struct Metrics {
     pub cri: CriMetrics,
     /// Image pre-pull metrics.
     pub image_pull: ImagePullMetrics,
+    /// NodePodProbe metrics.
+    pub probe: ProbeMetrics,
 }
 
 /// A `result` label with a bounded value set.
@@ -118,6 +120,94 @@ impl ImagePullMetrics {
     }
 }
 
+/// Labels of one probe run: the handler and what came of it. Both sets are bounded.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    /// `exec`, `http`, `tcp`, `grpc` or `none`.
+    pub handler: &'static str,
+    /// `succeeded`, `failed` or `error` (the probe could not run).
+    pub result: &'static str,
+}
+
+/// NodePodProbe metrics.
+#[derive(Clone)]
+pub struct ProbeMetrics {
+    runs: Family<ProbeLabels, Histogram>,
+    schedule_delay: Histogram,
+    workers: Gauge,
+    status_writes: Family<ResultLabels, Counter>,
+}
+
+/// Decrements the probe worker gauge when dropped.
+pub struct ProbeWorkerGuard(Gauge);
+
+impl Drop for ProbeWorkerGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl ProbeMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            // 1 ms to ~65 s: a TCP connect to a probe timeout.
+            runs: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 17))
+            }),
+            // 100 µs to ~6.5 s late.
+            schedule_delay: Histogram::new(exponential_buckets(0.0001, 2.0, 17)),
+            workers: Gauge::default(),
+            status_writes: Family::default(),
+        };
+        registry.register(
+            "probe_duration_seconds",
+            "Duration of NodePodProbe probe runs, by handler and result",
+            metrics.runs.clone(),
+        );
+        registry.register(
+            "probe_schedule_delay_seconds",
+            "How late probe runs started after their scheduled tick",
+            metrics.schedule_delay.clone(),
+        );
+        registry.register(
+            "probe_workers",
+            "NodePodProbe probe workers running",
+            metrics.workers.clone(),
+        );
+        registry.register(
+            "nodepodprobe_status_writes",
+            "NodePodProbe status writes, by result",
+            metrics.status_writes.clone(),
+        );
+        metrics
+    }
+
+    /// Records one probe run.
+    pub fn observe_run(&self, handler: &'static str, result: &'static str, seconds: f64) {
+        self.runs
+            .get_or_create(&ProbeLabels { handler, result })
+            .observe(seconds);
+    }
+
+    /// Records how late a run started after its tick.
+    pub fn observe_schedule_delay(&self, seconds: f64) {
+        self.schedule_delay.observe(seconds);
+    }
+
+    /// Counts a worker as running until the guard is dropped.
+    pub fn worker_running(&self) -> ProbeWorkerGuard {
+        self.workers.inc();
+        ProbeWorkerGuard(self.workers.clone())
+    }
+
+    /// Counts a status write: `ok`, `conflict` or `error`.
+    pub fn status_write(&self, result: &'static str) {
+        self.status_writes
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+}
+
 /// Labels of a CRI call: the method and the gRPC code name. Both sets are bounded.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CriCallLabels {
@@ -161,10 +251,12 @@ impl Metrics {
             calls.clone(),
         );
         let image_pull = ImagePullMetrics::register(&mut registry);
+        let probe = ProbeMetrics::register(&mut registry);
         Arc::new(Self {
             registry,
             cri: CriMetrics { calls },
             image_pull,
+            probe,
         })
     }
 
@@ -194,5 +286,27 @@ mod tests {
         );
         assert!(text.contains("kruised_build_info{version="), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn probe_runs_and_workers_are_rendered() {
+        let metrics = Metrics::new();
+        metrics.probe.observe_run("tcp", "succeeded", 0.002);
+        let guard = metrics.probe.worker_running();
+        metrics.probe.status_write("ok");
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                "kruised_probe_duration_seconds_count{handler=\"tcp\",result=\"succeeded\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("kruised_probe_workers 1"), "{text}");
+        assert!(
+            text.contains("kruised_nodepodprobe_status_writes_total{result=\"ok\"} 1"),
+            "{text}"
+        );
+        drop(guard);
+        assert!(metrics.encode().contains("kruised_probe_workers 0"));
     }
 }

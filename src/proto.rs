@@ -32,3 +32,14 @@ pub mod containerd {
         }
     }
 }
+
+/// gRPC's own services.
+pub mod grpc {
+    /// The standard health checking protocol, for gRPC probes.
+    pub mod health {
+        /// `grpc.health.v1`.
+        pub mod v1 {
+            tonic::include_proto!("grpc.health.v1");
+        }
+    }
+}
