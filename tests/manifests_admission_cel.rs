@@ -232,6 +232,36 @@ fn crr_status_only_for_crrs_labelled_with_the_callers_node() {
 }
 
 #[test]
+fn pod_status_only_for_pods_bound_to_the_callers_node() {
+    let pod = |node: &str| json!({"metadata": {"name": "web-0", "namespace": "default"}, "spec": {"nodeName": node}});
+    let request = |node| {
+        let mut request = status_update(node, "pods", "web-0", "default");
+        request["resource"] = json!({"group": "", "version": "v1", "resource": "pods"});
+        request
+    };
+    assert_eq!(
+        admit(request(Some("node-a")), pod("node-a"), pod("node-a")),
+        Verdict::Allowed
+    );
+    denied(
+        admit(request(Some("node-b")), pod("node-a"), pod("node-a")),
+        "pods bound to its own node",
+    );
+    denied(
+        admit(
+            request(Some("node-a")),
+            json!({"metadata": {"name": "web-0"}, "spec": {}}),
+            json!({"metadata": {"name": "web-0"}, "spec": {}}),
+        ),
+        "pods bound to its own node",
+    );
+    denied(
+        admit(request(None), pod("node-a"), pod("node-a")),
+        "no node claim",
+    );
+}
+
+#[test]
 fn events_only_from_the_callers_node_about_its_own_objects() {
     let allowed = [
         event("node-a", "NodeImage", "node-a"),

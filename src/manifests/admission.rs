@@ -9,6 +9,8 @@
 //! - `nodeimages/status`, `nodepodprobes/status`: only the object named after the node;
 //! - `containerrecreaterequests/status`: only CRRs labelled
 //!   `crr.apps.kruise.io/node-name=<node>`, before and after the write;
+//! - `pods/status` (container meta's annotation patch): only pods whose `spec.nodeName` is
+//!   the node, before and after the write;
 //! - `events`: only with `source.host` = the node and, for NodeImage/NodePodProbe, only
 //!   about the node's own object; other kinds are limited to what the agent reports on
 //!   (Pod, ContainerRecreateRequest, ImagePullJob, ImageListPullJob). CEL cannot read
@@ -111,6 +113,13 @@ pub fn validations() -> Vec<Validation> {
             "kruised agent: may write only ContainerRecreateRequests labelled with its own node",
         ),
         validation(
+            "request.resource.resource != 'pods' || (has(object.spec) && has(object.spec.nodeName) \
+             && object.spec.nodeName == variables.nodeName && has(oldObject.spec) \
+             && has(oldObject.spec.nodeName) && oldObject.spec.nodeName == variables.nodeName)"
+                .into(),
+            "kruised agent: may write the status of only the pods bound to its own node",
+        ),
+        validation(
             format!(
                 "request.resource.resource != 'events' || ({} \
                  && (request.operation != 'UPDATE' || {}))",
@@ -140,6 +149,7 @@ fn rules() -> Vec<NamedRuleWithOperations> {
             ],
             &["UPDATE"],
         ),
+        rule("", &["pods/status"], &["UPDATE"]),
         rule("", &["events"], &["CREATE", "UPDATE"]),
     ]
 }

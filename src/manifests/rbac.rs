@@ -12,13 +12,13 @@
 //! | apps.kruise.io | nodepodprobes | list watch | its own NodePodProbe (§5.3) |
 //! | apps.kruise.io | nodepodprobes/status | update | probe results (§5.3) |
 //! | "" | pods | get list watch | pods on its node; `get` to see where a CRR's pod is bound |
+//! | "" | pods/status | patch | container meta (§6.1): the `apps.kruise.io/runtime-containers-meta` annotation, as kruise-daemon writes it; the admission policy limits it to pods bound to the caller's node |
 //! | "" | events | create patch | events, and client-go style count bumps of repeats |
 //! | "" | secrets (config namespace only, Role) | get | pull secrets the manager copied there |
 //!
 //! Deliberately absent, compared with kruise-daemon's role: pod `patch`/`update` (the chart
-//! adds them; no daemon code path uses them), `pods/status` (used by kruise's
-//! containermeta, which kruised does not implement: granting it would let a node rewrite
-//! any pod's status cluster-wide), `nodeimages` patch/update (only the manager writes
+//! adds them; no daemon code path uses them), `pods/status` `update` (container meta needs
+//! only `patch`), `nodeimages` patch/update (only the manager writes
 //! specs), NodeImage `create`, event `update`, and Secret `list`/`watch` (the agent reads
 //! the Secrets a NodeImage names, one `get` each). Writes that RBAC cannot scope to a node
 //! are bound to the caller's node by the ValidatingAdmissionPolicy in `admission`.
@@ -68,6 +68,9 @@ pub fn agent_cluster_rules() -> Vec<PolicyRule> {
         rule(KRUISE, &["nodepodprobes"], &["list", "watch"]),
         rule(KRUISE, &["nodepodprobes/status"], &["update"]),
         rule("", &["pods"], &["get", "list", "watch"]),
+        // Container meta (§6.1) publishes its annotation through pods/status; the admission
+        // policy binds the write to pods on the caller's own node.
+        rule("", &["pods/status"], &["patch"]),
         rule("", &["events"], &["create", "patch"]),
     ]
 }
@@ -320,11 +323,15 @@ mod tests {
         let rules = agent_cluster_rules();
         for verb in ["patch", "update", "create", "delete"] {
             assert!(!grants(&rules, "", "pods", verb), "pods {verb}");
+        }
+        // Only the container-meta annotation patch, bound to the node by admission.
+        for verb in ["update", "create", "delete"] {
             assert!(
                 !grants(&rules, "", "pods/status", verb),
                 "pods/status {verb}"
             );
         }
+        assert!(grants(&rules, "", "pods/status", "patch"));
         for verb in ["get", "list", "watch"] {
             assert!(!grants(&rules, "", "secrets", verb), "secrets {verb}");
         }
