@@ -192,7 +192,8 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
                 runtimes.clone(),
                 config.crr_workers,
                 recorder,
-            );
+            )
+            .with_metrics(metrics.recreate.clone());
             tokio::join!(
                 puller.run(node_image_check, shutdown.clone()),
                 recreate.run(crr_check, shutdown.clone()),
