@@ -216,6 +216,7 @@ struct Bed {
     manager: tokio::task::JoinHandle<()>,
     controller: Option<(ShutdownTrigger, tokio::task::JoinHandle<()>)>,
     ready: ReadinessCheck,
+    metrics: Arc<kruised::metrics::Metrics>,
 }
 
 impl Bed {
@@ -266,6 +267,8 @@ impl Bed {
             DEFAULT_WORKERS,
             recorder,
         );
+        let metrics = kruised::metrics::Metrics::new();
+        let controller = controller.with_metrics(metrics.recreate.clone());
         let readiness = Readiness::new();
         let ready = readiness.register("crr");
         let (trigger, shutdown) = shutdown_channel();
@@ -282,6 +285,7 @@ impl Bed {
             kubelet: Some(kubelet),
             controller: Some((trigger, task)),
             ready,
+            metrics,
         };
         eventually("the CRR watch to list", || async {
             bed.ready.is_ready().then_some(())
@@ -584,6 +588,25 @@ async fn a_container_is_recreated_once_and_the_crr_completes() {
         event.source.as_ref().and_then(|s| s.component.as_deref()),
         Some(EVENT_COMPONENT)
     );
+
+    // The metrics saw one container and one CRR succeed, one kill and its restart timed.
+    let text = bed.metrics.encode();
+    for line in [
+        "kruised_container_recreates_total{result=\"succeeded\"} 1",
+        "kruised_crr_completions_total{result=\"succeeded\"} 1",
+        "kruised_crr_creation_to_kill_seconds_count 1",
+        "kruised_crr_kill_to_running_seconds_count 1",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    eventually("no CRR in flight", || async {
+        let text = bed.metrics.encode();
+        ["Pending", "Recreating", "Unset"]
+            .iter()
+            .all(|phase| text.contains(&format!("kruised_crrs_in_flight{{phase=\"{phase}\"}} 0")))
+            .then_some(())
+    })
+    .await;
     bed.finish().await;
 }
 
