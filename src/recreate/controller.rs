@@ -680,12 +680,7 @@ impl Shared {
                     self.metrics.container_finished(result);
                 }
             }
-            Some(Write::Complete { message }) => {
-                if self.complete(crr, &message).await? {
-                    self.metrics.crr_completed(completion_result(crr, &message));
-                    self.timings().forget(&crr.uid);
-                }
-            }
+            Some(Write::Complete { message }) => self.complete(crr, &message).await?,
             None => {}
         }
         Ok(match outcome.requeue_after {
@@ -761,8 +756,8 @@ impl Shared {
         Ok(())
     }
 
-    /// Completes the CRR; `false` if it was gone, replaced or already completed.
-    async fn complete(&self, crr: &CrrView, message: &str) -> Result<bool, ControllerError> {
+    /// Completes the CRR and counts it, unless it was gone, replaced or already completed.
+    async fn complete(&self, crr: &CrrView, message: &str) -> Result<(), ControllerError> {
         let completion_time = serde_json::to_value(Time(Timestamp::now())).unwrap_or_default();
         let written = self
             .put_status("complete", crr, |status| {
@@ -776,8 +771,10 @@ impl Shared {
             .await?;
         if written {
             info!(namespace = %crr.namespace, name = %crr.name, %message, "completed CRR");
+            self.metrics.crr_completed(completion_result(crr, message));
+            self.timings().forget(&crr.uid);
         }
-        Ok(written)
+        Ok(())
     }
 
     /// Fresh GET and PUT of the status subresource, retried on conflict (kruise master's

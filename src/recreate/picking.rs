@@ -175,7 +175,7 @@ mod tests {
 
     #[test]
     fn the_order_does_not_depend_on_the_input_order() {
-        let crrs = vec![
+        let crrs = [
             crr_named("c", "", "2024-01-01T00:00:02Z"),
             crr_named("b", "Pending", "2024-01-01T00:00:02Z"),
             crr_named("a", "Pending", "2024-01-01T00:00:02Z"),
