@@ -106,7 +106,7 @@ impl Timings {
     }
 
     /// How many CRRs and kills are remembered.
-    pub fn len(&self) -> (usize, usize) {
+    pub fn remembered(&self) -> (usize, usize) {
         (self.first_seen.len(), self.kills.len())
     }
 }
@@ -187,9 +187,9 @@ mod tests {
             [Duration::from_millis(750)]
         );
         assert!(timings.restarted(&crr.uid, &replaced).is_empty());
-        assert_eq!(timings.len(), (1, 0));
+        assert_eq!(timings.remembered(), (1, 0));
         timings.forget(&crr.uid);
-        assert_eq!(timings.len(), (0, 0));
+        assert_eq!(timings.remembered(), (0, 0));
     }
 
     #[test]
@@ -212,8 +212,8 @@ mod tests {
             timings.restarted(&first.uid, &pod),
             [Duration::from_secs(1)]
         );
-        assert_eq!(timings.len(), (0, 2));
+        assert_eq!(timings.remembered(), (0, 2));
         timings.retain(|uid| uid == "second-uid");
-        assert_eq!(timings.len(), (0, 1));
+        assert_eq!(timings.remembered(), (0, 1));
     }
 }
