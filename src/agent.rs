@@ -204,7 +204,8 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
                 runtimes.clone(),
                 config.crr_workers,
                 recorder,
-            );
+            )
+            .with_metrics(metrics.recreate.clone());
             let probes = probe_check.map(|check| {
                 let recorder = Arc::new(crate::events::Recorder::new(
                     client.clone(),

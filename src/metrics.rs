@@ -21,6 +21,8 @@ pub struct Metrics {
     pub image_pull: ImagePullMetrics,
     /// NodePodProbe metrics.
     pub probe: ProbeMetrics,
+    /// Container recreate (ContainerRecreateRequest) metrics.
+    pub recreate: RecreateMetrics,
 }
 
 /// A `result` label with a bounded value set.
@@ -208,6 +210,130 @@ impl ProbeMetrics {
     }
 }
 
+/// A `phase` label: `Pending`, `Recreating`, or `Unset` (no phase written yet).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// The CRR phase.
+    pub phase: &'static str,
+}
+
+/// A `reason` label with a bounded value set (an error's `metric_label()`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why.
+    pub reason: &'static str,
+}
+
+/// The phases [`RecreateMetrics::set_in_flight`] reports, in order.
+pub const IN_FLIGHT_PHASES: [&str; 3] = ["Pending", "Recreating", "Unset"];
+
+/// Container recreate (ContainerRecreateRequest) metrics. Cloning shares the metrics.
+#[derive(Clone)]
+pub struct RecreateMetrics {
+    containers: Family<ResultLabels, Counter>,
+    completions: Family<ResultLabels, Counter>,
+    creation_to_kill: Histogram,
+    kill_to_running: Histogram,
+    in_flight: Family<PhaseLabels, Gauge>,
+    sync_errors: Family<ReasonLabels, Counter>,
+}
+
+impl Default for RecreateMetrics {
+    /// Metrics that count but are in no registry (a controller built without
+    /// [`Metrics`], as in tests).
+    fn default() -> Self {
+        Self {
+            containers: Family::default(),
+            completions: Family::default(),
+            // 5 ms to ~5.5 min: a prompt kill, or one after a long preStop hook.
+            creation_to_kill: Histogram::new(exponential_buckets(0.005, 2.0, 17)),
+            // 10 ms to ~11 min: a quick restart, or one held by the kubelet's back-off.
+            kill_to_running: Histogram::new(exponential_buckets(0.01, 2.0, 17)),
+            in_flight: Family::default(),
+            sync_errors: Family::default(),
+        }
+    }
+}
+
+impl RecreateMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "container_recreates",
+            "Containers of ContainerRecreateRequests that reached a final state, by result (succeeded, failed)",
+            metrics.containers.clone(),
+        );
+        registry.register(
+            "crr_completions",
+            "ContainerRecreateRequests completed by kruised, by result (succeeded, failed, invalid)",
+            metrics.completions.clone(),
+        );
+        registry.register(
+            "crr_creation_to_kill_seconds",
+            "Time from a ContainerRecreateRequest's creation to the StopContainer call of each of its containers",
+            metrics.creation_to_kill.clone(),
+        );
+        registry.register(
+            "crr_kill_to_running_seconds",
+            "Time from the StopContainer call until the container's replacement started, as the runtime reports it",
+            metrics.kill_to_running.clone(),
+        );
+        registry.register(
+            "crrs_in_flight",
+            "Active ContainerRecreateRequests of this node, by phase (Pending, Recreating, Unset)",
+            metrics.in_flight.clone(),
+        );
+        registry.register(
+            "crr_sync_errors",
+            "Failed syncs of a pod's ContainerRecreateRequests, by reason",
+            metrics.sync_errors.clone(),
+        );
+        metrics
+    }
+
+    /// Counts a container that reached `Succeeded` or `Failed` (`result` is the phase in
+    /// lower case).
+    pub fn container_finished(&self, result: &'static str) {
+        self.containers
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Counts a CRR kruised completed: `succeeded`, `failed` (a container failed), or
+    /// `invalid` (completed with an explanation, the request could not be acted on).
+    pub fn crr_completed(&self, result: &'static str) {
+        self.completions
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Records the time from a CRR's creation to a container's StopContainer call.
+    pub fn observe_creation_to_kill(&self, elapsed: std::time::Duration) {
+        self.creation_to_kill.observe(elapsed.as_secs_f64());
+    }
+
+    /// Records the time from a StopContainer call until the replacement container started.
+    pub fn observe_kill_to_running(&self, elapsed: std::time::Duration) {
+        self.kill_to_running.observe(elapsed.as_secs_f64());
+    }
+
+    /// Sets the number of active CRRs in each of [`IN_FLIGHT_PHASES`].
+    pub fn set_in_flight(&self, counts: [i64; IN_FLIGHT_PHASES.len()]) {
+        for (phase, count) in IN_FLIGHT_PHASES.into_iter().zip(counts) {
+            self.in_flight
+                .get_or_create(&PhaseLabels { phase })
+                .set(count);
+        }
+    }
+
+    /// Counts a failed sync.
+    pub fn sync_error(&self, reason: &'static str) {
+        self.sync_errors
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+}
+
 /// Labels of a CRI call: the method and the gRPC code name. Both sets are bounded.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CriCallLabels {
@@ -252,11 +378,13 @@ impl Metrics {
         );
         let image_pull = ImagePullMetrics::register(&mut registry);
         let probe = ProbeMetrics::register(&mut registry);
+        let recreate = RecreateMetrics::register(&mut registry);
         Arc::new(Self {
             registry,
             cri: CriMetrics { calls },
             image_pull,
             probe,
+            recreate,
         })
     }
 
@@ -308,5 +436,50 @@ mod tests {
         );
         drop(guard);
         assert!(metrics.encode().contains("kruised_probe_workers 0"));
+    }
+
+    #[test]
+    fn recreate_metrics_are_rendered_with_bounded_labels_and_base_units() {
+        let metrics = Metrics::new();
+        let recreate = &metrics.recreate;
+        recreate.container_finished("succeeded");
+        recreate.container_finished("succeeded");
+        recreate.container_finished("failed");
+        recreate.crr_completed("succeeded");
+        recreate.observe_creation_to_kill(std::time::Duration::from_millis(30));
+        recreate.observe_kill_to_running(std::time::Duration::from_millis(700));
+        recreate.set_in_flight([2, 1, 0]);
+        recreate.sync_error("pod_status");
+        let text = metrics.encode();
+        for line in [
+            "kruised_container_recreates_total{result=\"succeeded\"} 2",
+            "kruised_container_recreates_total{result=\"failed\"} 1",
+            "kruised_crr_completions_total{result=\"succeeded\"} 1",
+            "kruised_crr_creation_to_kill_seconds_count 1",
+            "kruised_crr_creation_to_kill_seconds_bucket{le=\"0.04\"} 1",
+            "kruised_crr_creation_to_kill_seconds_bucket{le=\"0.02\"} 0",
+            "kruised_crr_kill_to_running_seconds_sum 0.7",
+            "kruised_crrs_in_flight{phase=\"Pending\"} 2",
+            "kruised_crrs_in_flight{phase=\"Recreating\"} 1",
+            "kruised_crrs_in_flight{phase=\"Unset\"} 0",
+            "kruised_crr_sync_errors_total{reason=\"pod_status\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn recreate_metrics_built_alone_count_without_a_registry() {
+        let recreate = RecreateMetrics::default();
+        let shared = recreate.clone();
+        shared.crr_completed("invalid");
+        let mut registry = Registry::default();
+        registry.register("completions", "", recreate.completions.clone());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("completions_total{result=\"invalid\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -7,7 +7,9 @@
 //! per-container states are a merge patch of `/status`. Each write's resourceVersion is
 //! remembered so a stale cached copy is not acted on (§1.4).
 //!
-//! No metrics of its own yet: the work queue and sync outcomes are logged.
+//! Metrics ([`RecreateMetrics`]): containers and CRRs finished by result, CRR creation to
+//! StopContainer and StopContainer to the replacement's start (see [`super::timing`]),
+//! active CRRs by phase, failed syncs by reason.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,8 +26,11 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::queue::WorkQueue;
+use super::timing::Timings;
 use super::version::states_merge_patch;
-use super::{CrrView, SyncError, Write, WriteExpectations};
+use super::{
+    ContainerRecreateState, CrrSync, CrrView, KillReport, SyncError, Write, WriteExpectations,
+};
 use crate::agent::Shutdown;
 use crate::api::{
     CRR_ACTIVE_LABEL, CRR_NODE_NAME_LABEL, ContainerRecreateRequestPhase, v1alpha1, v1beta1,
@@ -33,6 +38,7 @@ use crate::api::{
 use crate::apiversions::{GROUP, KruiseVersion};
 use crate::cri::RuntimeSet;
 use crate::events::{EventType, Recorder};
+use crate::metrics::RecreateMetrics;
 use crate::readiness::ReadinessCheck;
 
 /// Kruise's hard-coded number of CRR workers (§1.3); `--crr-workers` may change it.
@@ -151,13 +157,15 @@ struct Shared {
     cache: Mutex<Cache>,
     expectations: Mutex<super::ResourceVersionExpectations>,
     queue: Arc<WorkQueue>,
+    metrics: RecreateMetrics,
+    timings: Mutex<Timings>,
 }
 
 /// The CRR controller of one node.
 pub struct RecreateController {
     node_name: String,
     workers: usize,
-    shared: Arc<Shared>,
+    shared: Shared,
 }
 
 /// A sync task that is aborted when its worker is (at shutdown).
@@ -190,7 +198,7 @@ impl RecreateController {
         Self {
             node_name: node_name.to_owned(),
             workers: workers.max(1),
-            shared: Arc::new(Shared {
+            shared: Shared {
                 client,
                 node_name: node_name.to_owned(),
                 version,
@@ -199,14 +207,23 @@ impl RecreateController {
                 cache: Mutex::new(Cache::default()),
                 expectations: Mutex::new(super::ResourceVersionExpectations::new()),
                 queue: WorkQueue::new(),
-            }),
+                metrics: RecreateMetrics::default(),
+                timings: Mutex::new(Timings::default()),
+            },
         }
+    }
+
+    /// Reports into `metrics` (by default the controller's metrics are in no registry).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: RecreateMetrics) -> Self {
+        self.shared.metrics = metrics;
+        self
     }
 
     /// Runs until shutdown. `ready` is set once the CRR watch has listed (kruise's
     /// `crrInformerSynced`).
     pub async fn run(self, ready: ReadinessCheck, shutdown: Shutdown) {
-        let shared = &self.shared;
+        let shared = &Arc::new(self.shared);
         let crr_api: Api<DynamicObject> = Api::all_with(
             shared.client.clone(),
             &shared
@@ -308,6 +325,93 @@ fn active(view: &CrrView) -> bool {
     !view.deleting && !view.is_completed()
 }
 
+/// Active CRRs by phase, in the order of [`crate::metrics::IN_FLIGHT_PHASES`].
+fn in_flight(crrs: &HashMap<String, BTreeMap<String, CrrView>>) -> [i64; 3] {
+    let mut counts = [0; 3];
+    for view in crrs.values().flat_map(BTreeMap::values) {
+        if !active(view) {
+            continue;
+        }
+        let index = match view.phase() {
+            Some(ContainerRecreateRequestPhase::Pending) => 0,
+            Some(ContainerRecreateRequestPhase::Recreating) => 1,
+            // No phase yet, or one kruise does not know: the daemon has not answered.
+            _ => 2,
+        };
+        counts[index] += 1;
+    }
+    counts
+}
+
+/// The `container_recreates` result of each container that `after` moves to `Succeeded` or
+/// `Failed` from another state in `before`.
+fn finished_containers(
+    before: &[ContainerRecreateState],
+    after: &[ContainerRecreateState],
+) -> Vec<&'static str> {
+    after
+        .iter()
+        .filter(|state| {
+            before
+                .iter()
+                .find(|previous| previous.name == state.name)
+                .is_none_or(|previous| previous.phase != state.phase)
+        })
+        .filter_map(|state| match state.phase {
+            ContainerRecreateRequestPhase::Succeeded => Some("succeeded"),
+            ContainerRecreateRequestPhase::Failed => Some("failed"),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The `crr_completions` result of completing `crr` with `message`: kruised explains only
+/// the requests it could not act on (§4.4 steps 4, 5.1).
+fn completion_result(crr: &CrrView, message: &str) -> &'static str {
+    if !message.is_empty() {
+        "invalid"
+    } else if crr
+        .container_recreate_states
+        .iter()
+        .any(|state| state.phase == ContainerRecreateRequestPhase::Failed)
+    {
+        "failed"
+    } else {
+        "succeeded"
+    }
+}
+
+/// The container a successful kill stopped: the one its `Killing` event names (the event
+/// is recorded for every kill that reaches StopContainer).
+fn killed_container(report: &KillReport) -> Option<&str> {
+    report
+        .events
+        .iter()
+        .find(|event| event.reason == super::kill::KILLING_REASON)
+        .map(|event| event.container_name.as_str())
+}
+
+/// When each successful kill of a sync that returned at `returned` called StopContainer:
+/// the kill is the last thing a sync does, so each kill's start is `returned` less its own
+/// and the later kills' time, and its StopContainer comes after its preStop hook.
+fn stop_times(kills: &[KillReport], returned: Timestamp) -> Vec<(&str, Timestamp)> {
+    let mut after = Duration::ZERO;
+    let mut stops = Vec::new();
+    for report in kills.iter().rev() {
+        let before_return = after + report.elapsed.saturating_sub(report.hook_elapsed);
+        after += report.elapsed;
+        if report.result.is_ok()
+            && let Some(container) = killed_container(report)
+        {
+            stops.push((
+                container,
+                returned.checked_sub(before_return).unwrap_or(returned),
+            ));
+        }
+    }
+    stops
+}
+
 impl Shared {
     fn cache(&self) -> MutexGuard<'_, Cache> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
@@ -317,11 +421,30 @@ impl Shared {
         self.expectations.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn timings(&self) -> MutexGuard<'_, Timings> {
+        self.timings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes the first sighting of an active CRR, forgets a finished one.
+    fn observe(&self, view: &CrrView) {
+        if active(view) {
+            self.timings().seen(view, Timestamp::now());
+        } else {
+            self.timings().forget(&view.uid);
+        }
+    }
+
+    fn update_in_flight(&self) {
+        let counts = in_flight(&self.cache().crrs);
+        self.metrics.set_in_flight(counts);
+    }
+
     fn on_crr_event(&self, event: watcher::Event<DynamicObject>, ready: &ReadinessCheck) {
         match event {
             watcher::Event::Init => self.cache().crr_relist = Some(HashMap::new()),
             watcher::Event::InitApply(object) => {
                 if let Some(view) = self.decode(object) {
+                    self.observe(&view);
                     let mut cache = self.cache();
                     if let Some(relist) = cache.crr_relist.as_mut() {
                         insert(relist, view);
@@ -334,6 +457,13 @@ impl Shared {
                     if let Some(relist) = cache.crr_relist.take() {
                         cache.crrs = relist;
                     }
+                    let listed: std::collections::HashSet<&str> = cache
+                        .crrs
+                        .values()
+                        .flat_map(BTreeMap::values)
+                        .map(|view| view.uid.as_str())
+                        .collect();
+                    self.timings().retain(|uid| listed.contains(uid));
                     cache
                         .crrs
                         .keys()
@@ -341,6 +471,7 @@ impl Shared {
                         .cloned()
                         .collect()
                 };
+                self.update_in_flight();
                 for key in keys {
                     self.queue.add(&key);
                 }
@@ -351,6 +482,7 @@ impl Shared {
                     return;
                 };
                 let key = view.queue_key();
+                self.observe(&view);
                 let enqueue = {
                     let is_active = active(&view);
                     let mut cache = self.cache();
@@ -359,6 +491,7 @@ impl Shared {
                     // pod's CRRs finishes so that the next one is picked without waiting.
                     is_active || cache.has_active(&key)
                 };
+                self.update_in_flight();
                 if enqueue {
                     self.queue.add(&key);
                 }
@@ -370,11 +503,13 @@ impl Shared {
                 let key = view.queue_key();
                 // Deleted, or the manager removed the `active` label: drop expectations.
                 self.expectations().forget(&view);
+                self.timings().forget(&view.uid);
                 let enqueue = {
                     let mut cache = self.cache();
                     remove(&mut cache.crrs, &key, &view.name);
                     cache.has_active(&key)
                 };
+                self.update_in_flight();
                 if enqueue {
                     self.queue.add(&key);
                 }
@@ -459,10 +594,12 @@ impl Shared {
                     self.queue.add_after(&key, delay);
                 }
                 Ok(Err(error)) => {
+                    self.metrics.sync_error(error.metric_label());
                     let delay = self.queue.add_rate_limited(&key);
                     warn!(%key, %error, reason = error.metric_label(), ?delay, "CRR sync failed; retrying");
                 }
                 Err(error) => {
+                    self.metrics.sync_error("panic");
                     let delay = self.queue.add_rate_limited(&key);
                     warn!(%key, %error, ?delay, "CRR sync panicked; retrying");
                 }
@@ -543,6 +680,7 @@ impl Shared {
         }
 
         let outcome = super::sync_picked(crr, &self.runtimes, now).await?;
+        self.observe_timings(crr, &outcome, Timestamp::now());
         for kill in &outcome.kills {
             info!(
                 namespace = %crr.namespace,
@@ -558,7 +696,12 @@ impl Shared {
         }
         match outcome.write {
             Some(Write::Phase(phase)) => self.set_phase(crr, phase).await?,
-            Some(Write::States(states)) => self.patch_states(crr, &states).await?,
+            Some(Write::States(states)) => {
+                self.patch_states(crr, &states).await?;
+                for result in finished_containers(&crr.container_recreate_states, &states) {
+                    self.metrics.container_finished(result);
+                }
+            }
             Some(Write::Complete { message }) => self.complete(crr, &message).await?,
             None => {}
         }
@@ -612,6 +755,21 @@ impl Shared {
         Ok(Next::Done)
     }
 
+    /// Times the replacements this sync saw started, then the kills it made.
+    fn observe_timings(&self, crr: &CrrView, outcome: &CrrSync, returned: Timestamp) {
+        let mut timings = self.timings();
+        if let Some(pod) = &outcome.pod {
+            for elapsed in timings.restarted(&crr.uid, pod) {
+                self.metrics.observe_kill_to_running(elapsed);
+            }
+        }
+        for (container, at) in stop_times(&outcome.kills, returned) {
+            if let Some(elapsed) = timings.killed(crr, container, at) {
+                self.metrics.observe_creation_to_kill(elapsed);
+            }
+        }
+    }
+
     async fn publish(&self, crr: &CrrView, pod: &PodMeta, event: &super::ContainerEvent) {
         let reference = ObjectReference {
             api_version: Some("v1".into()),
@@ -653,57 +811,66 @@ impl Shared {
         phase: ContainerRecreateRequestPhase,
     ) -> Result<(), ControllerError> {
         let phase = phase.to_string();
-        self.put_status("update phase of", crr, |status| {
-            status.insert("phase".into(), phase.clone().into());
-        })
-        .await?;
-        info!(namespace = %crr.namespace, name = %crr.name, %phase, "set CRR phase");
+        let written = self
+            .put_status("update phase of", crr, |status| {
+                status.insert("phase".into(), phase.clone().into());
+            })
+            .await?;
+        if written {
+            info!(namespace = %crr.namespace, name = %crr.name, %phase, "set CRR phase");
+        }
         Ok(())
     }
 
+    /// Completes the CRR and counts it, unless it was gone, replaced or already completed.
     async fn complete(&self, crr: &CrrView, message: &str) -> Result<(), ControllerError> {
         let completion_time = serde_json::to_value(Time(Timestamp::now())).unwrap_or_default();
-        self.put_status("complete", crr, |status| {
-            status.insert(
-                "phase".into(),
-                ContainerRecreateRequestPhase::Completed.to_string().into(),
-            );
-            status.insert("completionTime".into(), completion_time.clone());
-            status.insert("message".into(), message.into());
-        })
-        .await?;
-        info!(namespace = %crr.namespace, name = %crr.name, %message, "completed CRR");
-        if !message.is_empty() {
-            // A message means the CRR could not be carried out: say so where users look.
-            let reference = ObjectReference {
-                api_version: Some(format!("{}/{}", GROUP, self.version.as_str())),
-                kind: Some("ContainerRecreateRequest".into()),
-                namespace: Some(crr.namespace.clone()),
-                name: Some(crr.name.clone()),
-                uid: Some(crr.uid.clone()),
-                ..ObjectReference::default()
-            };
-            self.recorder
-                .publish(
-                    &reference,
-                    EventType::Warning,
-                    FAILED_RECREATE_REASON,
-                    message,
-                )
-                .await;
+        let written = self
+            .put_status("complete", crr, |status| {
+                status.insert(
+                    "phase".into(),
+                    ContainerRecreateRequestPhase::Completed.to_string().into(),
+                );
+                status.insert("completionTime".into(), completion_time.clone());
+                status.insert("message".into(), message.into());
+            })
+            .await?;
+        if written {
+            info!(namespace = %crr.namespace, name = %crr.name, %message, "completed CRR");
+            self.metrics.crr_completed(completion_result(crr, message));
+            self.timings().forget(&crr.uid);
+            if !message.is_empty() {
+                // A message means the CRR could not be carried out: say so where users look.
+                let reference = ObjectReference {
+                    api_version: Some(format!("{}/{}", GROUP, self.version.as_str())),
+                    kind: Some("ContainerRecreateRequest".into()),
+                    namespace: Some(crr.namespace.clone()),
+                    name: Some(crr.name.clone()),
+                    uid: Some(crr.uid.clone()),
+                    ..ObjectReference::default()
+                };
+                self.recorder
+                    .publish(
+                        &reference,
+                        EventType::Warning,
+                        FAILED_RECREATE_REASON,
+                        message,
+                    )
+                    .await;
+            }
         }
         Ok(())
     }
 
     /// Fresh GET and PUT of the status subresource, retried on conflict (kruise master's
     /// `RetryOnConflict` around `UpdateStatus`, §4.4 steps 3 and 5.8). Nothing is written to
-    /// a CRR that was replaced or completed meanwhile.
+    /// a CRR that was replaced or completed meanwhile; `Ok(false)` says so.
     async fn put_status(
         &self,
         action: &'static str,
         crr: &CrrView,
         change: impl Fn(&mut serde_json::Map<String, serde_json::Value>),
-    ) -> Result<(), ControllerError> {
+    ) -> Result<bool, ControllerError> {
         let api = self.api(&crr.namespace);
         let failed = |source| ControllerError::Write {
             action,
@@ -714,11 +881,11 @@ impl Shared {
         for _ in 0..CONFLICT_RETRIES {
             let mut object = match api.get_status(&crr.name).await {
                 Ok(object) => object,
-                Err(kube::Error::Api(status)) if status.is_not_found() => return Ok(()),
+                Err(kube::Error::Api(status)) if status.is_not_found() => return Ok(false),
                 Err(error) => return Err(failed(error)),
             };
             if object.metadata.uid.as_deref() != Some(crr.uid.as_str()) {
-                return Ok(());
+                return Ok(false);
             }
             let status = object
                 .data
@@ -729,13 +896,13 @@ impl Shared {
                 })
                 .and_then(serde_json::Value::as_object_mut);
             let Some(status) = status else {
-                return Ok(());
+                return Ok(false);
             };
             if status
                 .get("completionTime")
                 .is_some_and(|time| !time.is_null())
             {
-                return Ok(());
+                return Ok(false);
             }
             change(status);
             match api
@@ -744,10 +911,10 @@ impl Shared {
             {
                 Ok(written) => {
                     self.expect(crr, &written);
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(kube::Error::Api(status)) if status.is_conflict() => continue,
-                Err(kube::Error::Api(status)) if status.is_not_found() => return Ok(()),
+                Err(kube::Error::Api(status)) if status.is_not_found() => return Ok(false),
                 Err(error) => return Err(failed(error)),
             }
         }
@@ -796,7 +963,127 @@ fn deadline_left(crr: &CrrView, now: Timestamp) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recreate::testing::crr_with_containers;
+    use crate::recreate::kill::{GracePeriod, GraceSource, HookOutcome, KILLING_REASON, KillError};
+    use crate::recreate::testing::{crr_named, crr_with_containers};
+    use ContainerRecreateRequestPhase::{Failed, Pending, Recreating, Succeeded};
+
+    fn state(name: &str, phase: ContainerRecreateRequestPhase) -> ContainerRecreateState {
+        ContainerRecreateState::new(name, phase)
+    }
+
+    fn report(container: &str, elapsed_ms: u64, hook_ms: u64, stopped: bool) -> KillReport {
+        KillReport {
+            events: vec![super::super::ContainerEvent {
+                event_type: super::super::EventType::Normal,
+                reason: KILLING_REASON,
+                message: String::new(),
+                container_name: container.into(),
+            }],
+            grace: GracePeriod {
+                seconds: 30,
+                source: GraceSource::Default,
+            },
+            hook: HookOutcome::None,
+            hook_elapsed: Duration::from_millis(hook_ms),
+            stop_grace_seconds: 30,
+            elapsed: Duration::from_millis(elapsed_ms),
+            result: if stopped {
+                Ok(())
+            } else {
+                Err(KillError::NotInRequest {
+                    container: container.into(),
+                    container_id: String::new(),
+                    pod: String::new(),
+                    reason: String::new(),
+                })
+            },
+        }
+    }
+
+    #[test]
+    fn in_flight_counts_active_crrs_by_phase() {
+        let mut crrs = HashMap::new();
+        let mut done = crr_named("done", "Recreating", "2024-01-01T00:00:00Z");
+        done.completion_time = Some(Timestamp::now());
+        let mut deleting = crr_named("deleting", "Pending", "2024-01-01T00:00:00Z");
+        deleting.deleting = true;
+        for view in [
+            crr_named("a", "Pending", "2024-01-01T00:00:00Z"),
+            crr_named("b", "Pending", "2024-01-01T00:00:00Z"),
+            crr_named("c", "Recreating", "2024-01-01T00:00:00Z"),
+            crr_named("d", "", "2024-01-01T00:00:00Z"),
+            crr_named("e", "Restarting", "2024-01-01T00:00:00Z"),
+            crr_named("f", "Completed", "2024-01-01T00:00:00Z"),
+            done,
+            deleting,
+        ] {
+            insert(&mut crrs, view);
+        }
+        assert_eq!(in_flight(&crrs), [2, 1, 2]);
+        assert_eq!(in_flight(&HashMap::new()), [0, 0, 0]);
+    }
+
+    #[test]
+    fn only_containers_newly_succeeded_or_failed_are_counted() {
+        let before = [
+            state("a", Recreating),
+            state("b", Pending),
+            state("c", Succeeded),
+        ];
+        let after = [
+            state("a", Succeeded),
+            state("b", Failed),
+            state("c", Succeeded),
+            state("d", Recreating),
+        ];
+        assert_eq!(
+            finished_containers(&before, &after),
+            ["succeeded", "failed"]
+        );
+        // A first write straight to a final state counts too.
+        assert_eq!(
+            finished_containers(&[], &[state("a", Succeeded)]),
+            ["succeeded"]
+        );
+        assert!(finished_containers(&after, &after).is_empty());
+    }
+
+    #[test]
+    fn a_completion_is_invalid_with_a_message_failed_with_a_failed_container() {
+        let mut crr = crr_with_containers(&[]);
+        crr.container_recreate_states = vec![state("a", Succeeded), state("b", Succeeded)];
+        assert_eq!(completion_result(&crr, ""), "succeeded");
+        crr.container_recreate_states[1].phase = Failed;
+        assert_eq!(completion_result(&crr, ""), "failed");
+        assert_eq!(
+            completion_result(&crr, "has different runtime types"),
+            "invalid"
+        );
+    }
+
+    #[test]
+    fn each_stop_is_timed_back_from_the_syncs_return_after_its_hook() {
+        let returned: Timestamp = "2024-01-01T00:00:10Z".parse().unwrap();
+        // failurePolicy Ignore: `a` failed to stop (not timed), then `b` ran a 300 ms hook
+        // and a 200 ms stop, the last thing the sync did.
+        let kills = [report("a", 100, 0, false), report("b", 500, 300, true)];
+        assert_eq!(
+            stop_times(&kills, returned),
+            [("b", "2024-01-01T00:00:09.800Z".parse().unwrap())]
+        );
+        let kills = [report("a", 100, 0, true), report("b", 500, 300, true)];
+        assert_eq!(
+            stop_times(&kills, returned),
+            [
+                ("b", "2024-01-01T00:00:09.800Z".parse().unwrap()),
+                ("a", "2024-01-01T00:00:09.400Z".parse().unwrap())
+            ]
+        );
+        // Without a Killing event (the container was not in the request) nothing is timed.
+        let mut odd = report("a", 100, 0, true);
+        odd.events.clear();
+        assert!(stop_times(&[odd], returned).is_empty());
+    }
 
     #[test]
     fn the_deadline_counts_from_creation() {

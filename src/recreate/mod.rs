@@ -36,6 +36,7 @@ pub mod runtime;
 pub mod state;
 #[cfg(test)]
 mod testing;
+pub mod timing;
 pub mod version;
 
 use std::time::{Duration, Instant};
@@ -85,6 +86,9 @@ pub struct CrrSync {
     pub events: Vec<ContainerEvent>,
     /// Every kill attempted, for logs and metrics.
     pub kills: Vec<KillReport>,
+    /// The runtime's view of the pod, if this sync read it (for metrics: when a stopped
+    /// container's replacement started).
+    pub pod: Option<RuntimePod>,
 }
 
 /// Why a sync failed before deciding anything; the work item is retried with backoff.
@@ -197,6 +201,7 @@ pub async fn sync_picked(
         })?;
 
     let mut action = decide(crr, &pod, now);
+    outcome.pod = Some(pod);
     loop {
         match action {
             Action::Kill(pending) => {

@@ -152,6 +152,45 @@ mod tests {
     }
 
     #[test]
+    fn phase_weight_goes_before_age_a_newer_pending_crr_beats_an_older_new_one() {
+        let crrs = vec![
+            crr_named("older-new", "", "2024-01-01T00:00:01Z"),
+            crr_named("newer-pending", "Pending", "2024-01-01T00:00:05Z"),
+            crr_named("oldest-pending", "Pending", "2024-01-01T00:00:03Z"),
+        ];
+        let pick = pick(&crrs, &mut satisfied, Instant::now());
+        assert_eq!(pick.picked.unwrap().name, "oldest-pending");
+        assert_eq!(names(&pick.mark_pending), ["older-new"]);
+    }
+
+    #[test]
+    fn a_crr_without_creation_time_sorts_first_like_gos_zero_time() {
+        let mut timeless = crr_named("timeless", "", "2024-01-01T00:00:09Z");
+        timeless.creation_timestamp = None;
+        let crrs = vec![crr_named("dated", "", "2024-01-01T00:00:01Z"), timeless];
+        let pick = pick(&crrs, &mut satisfied, Instant::now());
+        assert_eq!(pick.picked.unwrap().name, "timeless");
+        assert_eq!(names(&pick.mark_pending), ["dated"]);
+    }
+
+    #[test]
+    fn the_order_does_not_depend_on_the_input_order() {
+        let crrs = [
+            crr_named("c", "", "2024-01-01T00:00:02Z"),
+            crr_named("b", "Pending", "2024-01-01T00:00:02Z"),
+            crr_named("a", "Pending", "2024-01-01T00:00:02Z"),
+            crr_named("d", "Recreating", "2024-01-01T00:00:03Z"),
+        ];
+        let mut sorted: Vec<&CrrView> = crrs.iter().collect();
+        sorted.sort_by(|x, y| picking_order(x, y));
+        let expected: Vec<String> = sorted.iter().map(|crr| crr.name.clone()).collect();
+        assert_eq!(expected, ["d", "a", "b", "c"]);
+        let mut reversed: Vec<&CrrView> = crrs.iter().rev().collect();
+        reversed.sort_by(|x, y| picking_order(x, y));
+        assert_eq!(names(&reversed), expected);
+    }
+
+    #[test]
     fn equal_creation_times_are_ordered_by_name() {
         let crrs = vec![
             crr_named("b", "", "2024-01-01T00:00:01Z"),

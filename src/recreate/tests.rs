@@ -314,6 +314,50 @@ async fn sync_pod_picks_one_crr_and_marks_the_others_pending() {
 }
 
 #[tokio::test]
+async fn sync_pod_serves_the_recreating_crr_first_and_stops_only_its_container() {
+    let (world, runtimes) = world().await;
+    let mut newer = world.crr(&["app"]);
+    newer.name = "newer-recreating".into();
+    newer.uid = "newer-uid".into();
+    newer.creation_timestamp = Some(timestamp("2024-01-01T00:00:05Z"));
+    newer.container_recreate_states = vec![ContainerRecreateState::new("app", Pending)];
+    let mut older = world.crr(&["app"]);
+    older.name = "older-pending".into();
+    older.uid = "older-uid".into();
+    older.phase = "Pending".into();
+    older.creation_timestamp = Some(timestamp("2024-01-01T00:00:01Z"));
+    let mut fresh = older.clone();
+    fresh.name = "fresh".into();
+    fresh.uid = "fresh-uid".into();
+    fresh.phase = String::new();
+
+    let mut satisfied = |_: &CrrView| Expectation::Satisfied;
+    let sync = sync_pod(
+        &[older, fresh, newer],
+        &runtimes,
+        &mut satisfied,
+        Timestamp::now(),
+        Instant::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sync.mark_pending, ["fresh"]);
+    let (name, outcome) = sync.picked.unwrap();
+    assert_eq!(name, "newer-recreating");
+    // The picked CRR's container was stopped, once, and the read pod is reported.
+    assert_eq!(world.handle.count("StopContainer"), 1);
+    assert_eq!(outcome.kills.len(), 1);
+    assert!(outcome.pod.is_some_and(|pod| pod.newest("app").is_some()));
+    assert_eq!(
+        outcome.write,
+        Some(Write::States(vec![ContainerRecreateState {
+            is_killed: true,
+            ..ContainerRecreateState::new("app", Recreating)
+        }]))
+    );
+}
+
+#[tokio::test]
 async fn sync_pod_with_nothing_eligible_does_nothing() {
     let (_world, runtimes) = world().await;
     let mut done = crr_named("done", "Completed", "2024-01-01T00:00:01Z");

@@ -100,6 +100,28 @@ enum Command {
         #[arg(long)]
         kruised: Option<PathBuf>,
     },
+    /// Benchmark container recreate: latency on the real runtime of DIR, throughput and
+    /// agent memory on the fake CRI (see README).
+    BenchRecreate {
+        /// An environment from `testbed up` or `scripts/testenv up`.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Rounds of the latency measurement (one fresh pod each).
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+        /// Pods of the throughput run (two containers each).
+        #[arg(long, default_value_t = 50)]
+        pods: usize,
+        /// CRRs of the throughput run, one per container, at most twice --pods.
+        #[arg(long, default_value_t = 100)]
+        crrs: usize,
+        /// The kruised binary (default: next to this one).
+        #[arg(long)]
+        kruised: Option<PathBuf>,
+        /// Which part to run.
+        #[arg(long, value_parser = ["all", "latency", "throughput"], default_value = "all")]
+        part: String,
+    },
     /// Run a bandwidth-limiting TCP proxy until SIGTERM/SIGINT.
     Proxy {
         /// Listen address.
@@ -196,6 +218,26 @@ fn main() -> anyhow::Result<()> {
             } => {
                 let kruised = kruised.unwrap_or_else(testbed::bench::sibling_kruised);
                 testbed::bench::pull(&dir, &kruised, rounds).await
+            }
+            Command::BenchRecreate {
+                dir,
+                rounds,
+                pods,
+                crrs,
+                kruised,
+                part,
+            } => {
+                let kruised = kruised.unwrap_or_else(testbed::bench::sibling_kruised);
+                testbed::bench_recreate::recreate(&testbed::bench_recreate::RecreateBench {
+                    dir,
+                    kruised,
+                    rounds,
+                    pods,
+                    crrs,
+                    latency: part != "throughput",
+                    throughput: part != "latency",
+                })
+                .await
             }
             Command::Fakecri { dir, nodes } => {
                 testbed::fakecri::run(&dir, nodes, wait_for_signal()).await?;

@@ -76,6 +76,32 @@ async fn a_container_is_recreated_once_and_the_crr_completes() {
         event.source.as_ref().and_then(|s| s.component.as_deref()),
         Some(EVENT_COMPONENT)
     );
+
+    // The metrics saw one container and one CRR succeed, one kill and its restart timed.
+    let text = bed.metrics.encode();
+    for line in [
+        "kruised_container_recreates_total{result=\"succeeded\"} 1",
+        "kruised_crr_completions_total{result=\"succeeded\"} 1",
+        "kruised_crr_creation_to_kill_seconds_count 1",
+        "kruised_crr_kill_to_running_seconds_count 1",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    poll(
+        DEADLINE,
+        Duration::from_millis(50),
+        "no CRR in flight",
+        || async {
+            let text = bed.metrics.encode();
+            ["Pending", "Recreating", "Unset"]
+                .iter()
+                .all(|phase| {
+                    text.contains(&format!("kruised_crrs_in_flight{{phase=\"{phase}\"}} 0"))
+                })
+                .then_some(())
+        },
+    )
+    .await;
     bed.finish().await;
 }
 

@@ -503,6 +503,8 @@ pub struct Bed {
     kubelet: Option<KubeletHandle>,
     manager: tokio::task::JoinHandle<()>,
     controller: Option<(ShutdownTrigger, tokio::task::JoinHandle<()>)>,
+    /// The in-process controller's metrics (empty for an external controller).
+    pub metrics: Arc<kruised::metrics::Metrics>,
 }
 
 impl Bed {
@@ -553,6 +555,7 @@ impl Bed {
             .expect("kubelet starts");
 
         let mut ready = None;
+        let metrics = kruised::metrics::Metrics::new();
         let controller = match options.controller {
             Controller::InProcess(version) => {
                 let recorder = Arc::new(Recorder::new(client.clone(), EVENT_COMPONENT, &node));
@@ -563,7 +566,8 @@ impl Bed {
                     RuntimeSet::new(vec![cri.clone()]).unwrap(),
                     DEFAULT_WORKERS,
                     recorder,
-                );
+                )
+                .with_metrics(metrics.recreate.clone());
                 let readiness = Readiness::new();
                 let check: ReadinessCheck = readiness.register("crr");
                 let (trigger, shutdown) = shutdown_channel();
@@ -591,6 +595,7 @@ impl Bed {
             kubelet_config,
             kubelet: Some(kubelet),
             controller,
+            metrics,
         };
         if let Some(ready) = ready {
             eventually("the CRR watch to list", || async {
