@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 pub mod apiserver;
 pub mod bench;
+pub mod bench_manager;
 pub mod env;
 pub mod fakecri;
 pub mod kubelet;

@@ -100,6 +100,21 @@ enum Command {
         #[arg(long)]
         kruised: Option<PathBuf>,
     },
+    /// Benchmark `kruised manager` on N simulated nodes (see README).
+    BenchManager {
+        /// Simulated nodes.
+        #[arg(long, default_value_t = 500)]
+        nodes: usize,
+        /// Jobs per parallelism setting.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Milliseconds each fake CRI pull takes.
+        #[arg(long, default_value_t = 1000)]
+        pull_ms: u64,
+        /// The kruised binary (default: next to this one).
+        #[arg(long)]
+        kruised: Option<PathBuf>,
+    },
     /// Run a bandwidth-limiting TCP proxy until SIGTERM/SIGINT.
     Proxy {
         /// Listen address.
@@ -196,6 +211,21 @@ fn main() -> anyhow::Result<()> {
             } => {
                 let kruised = kruised.unwrap_or_else(testbed::bench::sibling_kruised);
                 testbed::bench::pull(&dir, &kruised, rounds).await
+            }
+            Command::BenchManager {
+                nodes,
+                rounds,
+                pull_ms,
+                kruised,
+            } => {
+                let kruised = kruised.unwrap_or_else(testbed::bench::sibling_kruised);
+                let config = testbed::bench_manager::BenchManagerConfig {
+                    nodes,
+                    rounds,
+                    pull_duration: Duration::from_millis(pull_ms),
+                    parallelisms: vec![Some(50), None],
+                };
+                testbed::bench_manager::manager(config, &kruised).await
             }
             Command::Fakecri { dir, nodes } => {
                 testbed::fakecri::run(&dir, nodes, wait_for_signal()).await?;
