@@ -480,6 +480,51 @@ pub async fn reconcile(
         };
     }
 
+    // Spec immutability (kruise's webhook rejects spec updates): record, or revert.
+    match crr_admission::guard_spec(&raw) {
+        crr_admission::SpecGuard::Intact => {}
+        crr_admission::SpecGuard::Record(text) => {
+            crr.patch(
+                "record_admitted_spec",
+                json!({"metadata": {
+                    "annotations": {crr_admission::ADMITTED_SPEC_ANNOTATION: text},
+                    "resourceVersion": object.metadata.resource_version,
+                }}),
+                false,
+            )
+            .await?;
+            return Ok(Action::requeue(Duration::from_millis(300)));
+        }
+        crr_admission::SpecGuard::Revert(admitted) => {
+            let mut restored = (*object).clone();
+            restored.data["spec"] = admitted;
+            let result = crr
+                .api
+                .replace(&view.name, &PostParams::default(), &restored)
+                .await;
+            ctx.metrics.write(CONTROLLER, "revert_crr_spec", &result);
+            return match result {
+                Ok(written) => {
+                    ctx.expectations
+                        .expect(&key, written.metadata.resource_version.as_deref());
+                    warn!(crr = %key, "reverted a change of an admitted ContainerRecreateRequest's spec");
+                    ctx.event(
+                        &crr.reference(),
+                        EventType::Warning,
+                        "SpecImmutable",
+                        "the spec of a ContainerRecreateRequest is immutable after admission; the change was reverted",
+                    )
+                    .await;
+                    Ok(Action::requeue(Duration::from_millis(300)))
+                }
+                Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => {
+                    Ok(Action::requeue(Duration::from_millis(300)))
+                }
+                Err(error) => Err(error.into()),
+            };
+        }
+    }
+
     let pod_uid = view
         .labels
         .get(CRR_POD_UID_LABEL)

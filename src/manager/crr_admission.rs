@@ -5,8 +5,12 @@
 //! `statusContext` copied from the pod.
 //!
 //! Differences from a webhook: a CRR is admitted after it was stored, so an invalid one is
-//! completed with the reason as its message instead of being rejected, and spec
-//! immutability on later updates is not enforced.
+//! completed with the reason as its message instead of being rejected. Likewise the
+//! webhook rejects any later change of the spec; here the controller records the spec as
+//! stored right after admission ([`ADMITTED_SPEC_ANNOTATION`]) and reverts later changes
+//! ([`guard_spec`]), with a Warning event. An agent may see the changed spec for the
+//! moment before the revert; a user who edits or removes the annotation itself is not
+//! stopped (the record is taken again from the spec at hand).
 
 use std::collections::BTreeSet;
 
@@ -22,6 +26,35 @@ use crate::api::{
 pub const CRR_POD_NAME_LABEL: &str = "crr.apps.kruise.io/pod-name";
 /// The webhook's minimum `activeDeadlineSeconds`.
 pub const MIN_DEADLINE_SECONDS: i64 = 3;
+
+/// Annotation with the spec as stored right after admission (JSON), the reference
+/// [`guard_spec`] compares later versions with.
+pub const ADMITTED_SPEC_ANNOTATION: &str = "kruised.io/admitted-spec";
+
+/// What to do about an admitted CRR's spec (kruise's webhook: spec immutable on UPDATE).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpecGuard {
+    /// The spec is the admitted one.
+    Intact,
+    /// No (readable) record yet: record this text as [`ADMITTED_SPEC_ANNOTATION`].
+    Record(String),
+    /// The spec was changed after admission: write this admitted spec back.
+    Revert(Value),
+}
+
+/// Compares an admitted CRR's spec (its JSON) with the recorded one.
+pub fn guard_spec(object: &Value) -> SpecGuard {
+    let spec = &object["spec"];
+    let recorded = object["metadata"]["annotations"][ADMITTED_SPEC_ANNOTATION]
+        .as_str()
+        .and_then(|text| serde_json::from_str::<Value>(text).ok())
+        .filter(Value::is_object);
+    match recorded {
+        None => SpecGuard::Record(spec.to_string()),
+        Some(admitted) if admitted == *spec => SpecGuard::Intact,
+        Some(admitted) => SpecGuard::Revert(admitted),
+    }
+}
 
 /// Whether a CRR still needs admission: the webhook always sets the pod-uid label.
 pub fn needs_admission(object: &Value) -> bool {
@@ -313,6 +346,26 @@ mod tests {
             admit(&policy, Some(&pod()), false).unwrap_err(),
             "unknown failurePolicy Retry"
         );
+    }
+
+    #[test]
+    fn a_changed_spec_is_reverted_to_the_recorded_one_and_an_unrecorded_one_is_recorded() {
+        let admitted = admit(&crr(json!([{"name": "side"}])), Some(&pod()), false).unwrap();
+        let SpecGuard::Record(text) = guard_spec(&admitted) else {
+            panic!("an admitted CRR without a record gets one");
+        };
+        let mut recorded = admitted.clone();
+        recorded["metadata"]["annotations"] = json!({ADMITTED_SPEC_ANNOTATION: text});
+        assert_eq!(guard_spec(&recorded), SpecGuard::Intact);
+        let mut changed = recorded.clone();
+        changed["spec"]["strategy"]["failurePolicy"] = json!("Ignore");
+        assert_eq!(
+            guard_spec(&changed),
+            SpecGuard::Revert(admitted["spec"].clone())
+        );
+        let mut garbled = changed.clone();
+        garbled["metadata"]["annotations"][ADMITTED_SPEC_ANNOTATION] = json!("not json");
+        assert!(matches!(guard_spec(&garbled), SpecGuard::Record(_)));
     }
 
     #[test]

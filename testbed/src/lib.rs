@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 pub mod apiserver;
 pub mod bench;
+pub mod bench_manager;
 pub mod bench_recreate;
 pub mod env;
 pub mod fakecri;

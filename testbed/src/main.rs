@@ -122,6 +122,21 @@ enum Command {
         #[arg(long, value_parser = ["all", "latency", "throughput"], default_value = "all")]
         part: String,
     },
+    /// Benchmark `kruised manager` on N simulated nodes (see README).
+    BenchManager {
+        /// Simulated nodes.
+        #[arg(long, default_value_t = 500)]
+        nodes: usize,
+        /// Jobs per parallelism setting.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Milliseconds each fake CRI pull takes.
+        #[arg(long, default_value_t = 1000)]
+        pull_ms: u64,
+        /// The kruised binary (default: next to this one).
+        #[arg(long)]
+        kruised: Option<PathBuf>,
+    },
     /// Run a bandwidth-limiting TCP proxy until SIGTERM/SIGINT.
     Proxy {
         /// Listen address.
@@ -238,6 +253,21 @@ fn main() -> anyhow::Result<()> {
                     throughput: part != "latency",
                 })
                 .await
+            }
+            Command::BenchManager {
+                nodes,
+                rounds,
+                pull_ms,
+                kruised,
+            } => {
+                let kruised = kruised.unwrap_or_else(testbed::bench::sibling_kruised);
+                let config = testbed::bench_manager::BenchManagerConfig {
+                    nodes,
+                    rounds,
+                    pull_duration: Duration::from_millis(pull_ms),
+                    parallelisms: vec![Some(50), None],
+                };
+                testbed::bench_manager::manager(config, &kruised).await
             }
             Command::Fakecri { dir, nodes } => {
                 testbed::fakecri::run(&dir, nodes, wait_for_signal()).await?;

@@ -431,3 +431,59 @@ async fn past_its_deadline_a_crr_completes_and_unfinished_containers_fail() {
     );
     bed.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_spec_changed_after_admission_is_reverted_with_a_warning() {
+    let mut bed = Bed::start().await;
+    bed.running_pod("web", &["app"], json!({})).await;
+    // No agent: the CRR stays unstarted (phase "") while its spec is edited.
+    if let Some((trigger, task)) = bed.agent.take() {
+        trigger.trigger();
+        let _ = task.await;
+    }
+    bed.plain_crr("edited", "web", &["app"], json!({})).await;
+    let recorded = bed
+        .crr_until("edited", "the admitted spec recorded", |c| {
+            c.metadata.annotations.as_ref().is_some_and(|a| {
+                a.contains_key(kruised::manager::crr_admission::ADMITTED_SPEC_ANNOTATION)
+            })
+        })
+        .await;
+    let admitted = recorded.data["spec"].clone();
+    assert_eq!(admitted["strategy"]["failurePolicy"], "Fail");
+    bed.crrs
+        .patch(
+            "edited",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"strategy": {"failurePolicy": "Ignore"},
+                                           "containers": [{"name": "app"}]}})),
+        )
+        .await
+        .unwrap();
+    let reverted = bed
+        // Read after the edit was stored: the admitted spec is back only through a revert.
+        .crr_until("edited", "the spec reverted", |c| {
+            c.data["spec"] == admitted
+        })
+        .await;
+    assert_eq!(
+        phase(&reverted),
+        "",
+        "the CRR is still waiting for its agent"
+    );
+    let events = eventually("a SpecImmutable event", || async {
+        let events = events_about(&bed.pods.clone().into_client(), NAMESPACE, "edited").await;
+        events
+            .iter()
+            .any(|(r, _)| r == "SpecImmutable")
+            .then_some(events)
+    })
+    .await;
+    assert!(
+        events
+            .iter()
+            .any(|(_, m)| m.contains("immutable after admission")),
+        "{events:?}"
+    );
+    bed.finish().await;
+}

@@ -57,14 +57,23 @@ where
 
 /// The API server, ready for kruise objects.
 pub async fn server() -> ApiServer {
+    server_with_crds(REFERENCE_CRDS).await
+}
+
+/// OpenKruise 1.8's CRDs: every kind served as v1alpha1 only.
+pub const KRUISE_1_8_CRDS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/reference/crds-v1.8.4"
+);
+
+/// The API server with the CRDs of `dir` and kruise's namespaces.
+pub async fn server_with_crds(dir: &str) -> ApiServer {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
     let server = ApiServer::start(ApiServerConfig::default()).await.unwrap();
-    server
-        .apply_crds_from_dir(Path::new(REFERENCE_CRDS))
-        .unwrap();
+    server.apply_crds_from_dir(Path::new(dir)).unwrap();
     let namespaces: Api<Namespace> = Api::all(server.client());
     for name in [LEASE_NAMESPACE, CONFIG_NAMESPACE] {
         namespaces
@@ -229,6 +238,11 @@ pub struct Agent {
 
 impl Agent {
     pub async fn start(client: kube::Client, node: &str) -> Self {
+        Self::start_version(client, node, KruiseVersion::V1beta1).await
+    }
+
+    /// An agent reading NodeImages as `version`.
+    pub async fn start_version(client: kube::Client, node: &str, version: KruiseVersion) -> Self {
         let env = TestEnv::get();
         let metrics = kruised::metrics::Metrics::new();
         let runtimes = kruised::cri::DiscoveryConfig {
@@ -241,7 +255,7 @@ impl Agent {
         let puller = kruised::imagepuller::build(
             client,
             node,
-            KruiseVersion::V1beta1,
+            version,
             &runtimes,
             2,
             metrics,
