@@ -127,11 +127,14 @@ impl Pulls {
                 None => call.await,
             };
             metrics.observe_pull(began.elapsed(), result.is_ok());
-            if result.is_ok()
-                && let Ok(Some(image)) = cri.image_status(&spec.reference).await
-            {
-                // The image's size as the runtime stores it: bytes this node now holds.
-                metrics.add_bytes(image.size);
+            if result.is_ok() {
+                // Off the result's path: the waiters' Succeeded must not wait for it.
+                tokio::spawn(async move {
+                    if let Ok(Some(image)) = cri.image_status(&spec.reference).await {
+                        // The image's size as the runtime stores it: bytes this node now holds.
+                        metrics.add_bytes(image.size);
+                    }
+                });
             }
             result
         }

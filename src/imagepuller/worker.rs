@@ -187,16 +187,19 @@ pub async fn run(
                     _ => Instant::now() + Duration::from_secs(365 * 24 * 3600),
                 };
                 tokio::select! {
-                    outcome = &mut result => break outcome,
-                    () = tokio::time::sleep_until(deadline_at.into()) => {
-                        return fail(start_time, "pulling exceeds the activeDeadlineSeconds".to_string());
-                    }
+                    // A start seen in the same wake-up as the result still counts: the
+                    // active deadline runs from it.
+                    biased;
                     changed = started.changed(), if !*started.borrow() => {
                         if changed.is_ok() && *started.borrow() && start_time.is_none() {
                             start_time = Some(now());
                             started_at = Some(Instant::now());
                             report(pulling(&work, &start_time, best_progress));
                         }
+                    }
+                    outcome = &mut result => break outcome,
+                    () = tokio::time::sleep_until(deadline_at.into()) => {
+                        return fail(start_time, "pulling exceeds the activeDeadlineSeconds".to_string());
                     }
                     changed = progress.changed() => {
                         let value = *progress.borrow();
@@ -254,10 +257,13 @@ fn describe(
     match error {
         CriError::DeadlineExceeded { .. } => {
             format!(
-                "pulling image {reference} timed out after {}s (attempt {attempt} of {attempts})",
-                timeout.as_secs()
+                "pulling image {reference} timed out after {timeout:?} (attempt {attempt} of {attempts})"
             )
         }
         other => format!("Failed to pull image reference \"{reference}\": {other}"),
     }
 }
+
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod tests;
