@@ -142,7 +142,8 @@ pub async fn run(
         };
         let timeout = remaining.map_or(work.timeout, |left| left.min(work.timeout));
         if work.if_not_present {
-            match pulls.cri().list_images(None).await {
+            // Boxed: a CRI call's future is large and most workers never make this one.
+            match Box::pin(pulls.cri().list_images(None)).await {
                 Ok(images) => {
                     if let Some(id) = present(&images, &work.image, &work.tag) {
                         return succeeded(&work, start_time, &id);
