@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kube::core::DynamicObject;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{Notify, mpsc};
@@ -17,8 +17,9 @@ use super::pulls::Pulls;
 use super::status::{self, TagKey};
 use super::view::NodeImageView;
 use super::worker::{self, CredentialResolver, DEFAULT_BACKOFF_LIMIT, DEFAULT_TIMEOUT, TagWork};
+use super::writer::{StatusWriter, Target, WriteTiming};
 use crate::agent::Shutdown;
-use crate::api::shared::nodeimage::{ImageTagStatus, NodeImageStatus};
+use crate::api::shared::nodeimage::ImageTagStatus;
 use crate::api::v1beta1::ImageSpec;
 use crate::api::{ImagePullPhase, PULLING_IMAGE_BY_ANNOTATION};
 use crate::apiversions::KruiseVersion;
@@ -41,8 +42,9 @@ pub struct PullerConfig {
     pub version: KruiseVersion,
     /// Shortest gap between two status writes that only move progress.
     pub progress_interval: Duration,
-    /// Shortest gap between any two status writes: changes inside it are written
-    /// together (a fast pull's Pulling and Succeeded become one write).
+    /// Changes within this long after a status write are written together at its end (a
+    /// fast pull's Pulling and Succeeded become one write); the first change after a
+    /// quiet period is written at once.
     pub batch_window: Duration,
     /// Status write token bucket: burst and refill per second (kruise: 5 and 0.5).
     pub write_burst: u32,
@@ -71,6 +73,16 @@ impl PullerConfig {
             backoff_initial: Duration::from_secs(1),
         }
     }
+
+    fn timing(&self) -> WriteTiming {
+        WriteTiming {
+            batch_window: self.batch_window,
+            progress_interval: self.progress_interval,
+            write_burst: self.write_burst,
+            writes_per_second: self.writes_per_second,
+            heartbeat: self.heartbeat,
+        }
+    }
 }
 
 struct Running {
@@ -93,31 +105,6 @@ struct Done {
     elapsed: Duration,
 }
 
-/// A token bucket for status writes.
-struct Bucket {
-    tokens: f64,
-    burst: f64,
-    rate: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn take(&mut self) -> Result<(), Duration> {
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - self.tokens) / self.rate.max(1e-6),
-            ))
-        }
-    }
-}
-
 /// The NodeImage agent.
 pub struct Puller {
     config: PullerConfig,
@@ -132,7 +119,7 @@ pub struct Puller {
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: Option<mpsc::UnboundedReceiver<Done>>,
     current: Option<NodeImageView>,
-    last_written: Option<(NodeImageStatus, Instant)>,
+    writer: StatusWriter,
 }
 
 fn sandbox_config(image: &ImageSpec) -> cri::PodSandboxConfig {
@@ -165,18 +152,6 @@ fn lock(
     known.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn strip_progress(status: &NodeImageStatus) -> NodeImageStatus {
-    let mut status = status.clone();
-    if let Some(images) = status.image_statuses.as_mut() {
-        for image in images.values_mut() {
-            for tag in &mut image.tags {
-                tag.progress = None;
-            }
-        }
-    }
-    status
-}
-
 impl Puller {
     /// A puller for this node.
     pub fn new(
@@ -187,7 +162,15 @@ impl Puller {
         recorder: Arc<Recorder>,
         metrics: ImagePullMetrics,
     ) -> Self {
-        let api = Api::all_with(client, &config.version.resource("NodeImage", "nodeimages"));
+        let resource = config.version.resource("NodeImage", "nodeimages");
+        let api = Api::all_with(client, &resource);
+        let writer = StatusWriter::new(
+            api.clone(),
+            resource.api_version,
+            &config.node_name,
+            config.timing(),
+            metrics.clone(),
+        );
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Self {
             config,
@@ -202,7 +185,7 @@ impl Puller {
             done_tx,
             done_rx: Some(done_rx),
             current: None,
-            last_written: None,
+            writer,
         }
     }
 
@@ -222,40 +205,20 @@ impl Puller {
         )
         .default_backoff();
         let mut stream = std::pin::pin!(stream);
-        let mut bucket = Bucket {
-            tokens: self.config.write_burst as f64,
-            burst: self.config.write_burst as f64,
-            rate: self.config.writes_per_second,
-            at: Instant::now(),
-        };
-        let mut write_at: Option<Instant> = None;
         let dirty = self.dirty.clone();
         let shutdown_signal = shutdown.clone().wait();
         tokio::pin!(shutdown_signal);
         loop {
-            let sleep_until = write_at.unwrap_or_else(|| Instant::now() + self.config.heartbeat);
+            let next_write = self.writer.next(Instant::now());
             tokio::select! {
                 event = stream.next() => match event {
                     Some(Ok(event)) => self.on_event(event, &ready),
                     Some(Err(error)) => warn!(%error, "NodeImage watch error; retrying"),
                     None => return,
                 },
-                Some(done) = done_rx.recv() => self.on_done(done).await,
-                () = dirty.notified() => {
-                    let earliest = self
-                        .last_written
-                        .as_ref()
-                        .map_or_else(Instant::now, |(_, at)| (*at + self.config.batch_window).max(Instant::now()));
-                    write_at = Some(write_at.map_or(earliest, |at| at.min(earliest).max(Instant::now())));
-                }
-                () = tokio::time::sleep_until(sleep_until.into()) => {
-                    write_at = None;
-                    match self.write_status(&mut bucket).await {
-                        Ok(Some(retry)) => write_at = Some(Instant::now() + retry),
-                        Ok(None) => {}
-                        Err(retry) => write_at = Some(Instant::now() + retry),
-                    }
-                }
+                Some(done) = done_rx.recv() => self.on_done(done),
+                () = dirty.notified() => self.writer.changed(Instant::now()),
+                () = tokio::time::sleep_until(next_write.into()) => self.write_status().await,
                 () = &mut shutdown_signal => {
                     self.workers.clear();
                     return;
@@ -294,7 +257,7 @@ impl Puller {
         self.workers.clear();
         self.known().clear();
         self.current = None;
-        self.last_written = None;
+        self.writer.forget();
     }
 
     /// Starts, keeps or stops workers so that exactly the active tags of `view` run.
@@ -456,7 +419,7 @@ impl Puller {
         self.workers.insert(key, Running { version, task });
     }
 
-    async fn on_done(&mut self, done: Done) {
+    fn on_done(&mut self, done: Done) {
         if self
             .workers
             .get(&done.key)
@@ -479,93 +442,54 @@ impl Puller {
             uid: self.current.as_ref().map(|c| c.uid.clone()),
             ..Default::default()
         };
+        // Events are posted off the loop: the status write must not wait for them.
+        let recorder = self.recorder.clone();
         if done.status.phase == ImagePullPhase::Succeeded.as_str() {
             self.metrics.tag_finished("succeeded");
             info!(image, tag, elapsed = ?done.elapsed, "Successfully pull image");
             // kruise's message, typo included (§3.5).
             let message = format!("Image {image}:{tag}, ecalpsedTime {:?}", done.elapsed);
-            self.recorder
-                .publish(&node_image, EventType::Normal, "PullImageSucceed", &message)
-                .await;
+            tokio::spawn(async move {
+                recorder
+                    .publish(&node_image, EventType::Normal, "PullImageSucceed", &message)
+                    .await;
+            });
         } else {
             self.metrics.tag_finished("failed");
             let error = done.status.message.clone().unwrap_or_default();
             warn!(image, tag, %error, "Worker failed to pull image");
             let message = format!("Image {image}:{tag} {error}");
-            for owner in &done.owners {
-                self.recorder
-                    .publish(owner, EventType::Warning, "PullImageFailed", &message)
-                    .await;
-            }
-            self.recorder
-                .publish(&node_image, EventType::Warning, "PullImageFailed", &message)
-                .await;
+            tokio::spawn(async move {
+                for owner in done.owners.iter().chain([&node_image]) {
+                    recorder
+                        .publish(owner, EventType::Warning, "PullImageFailed", &message)
+                        .await;
+                }
+            });
         }
     }
 
-    /// Writes the status if it changed. Returns when to try again, if needed.
-    async fn write_status(&mut self, bucket: &mut Bucket) -> Result<Option<Duration>, Duration> {
-        let Some(view) = self.current.clone() else {
-            return Ok(None);
+    /// Computes the status and hands it to the writer; a written object becomes the
+    /// current view (it is the newest state there is).
+    async fn write_status(&mut self) {
+        let Some(view) = self.current.as_ref() else {
+            return;
         };
         let status = status::compute(&view.images, &self.known(), view.status.as_ref());
-        if let Some((last, at)) = &self.last_written {
-            let same = *last == status;
-            if same && at.elapsed() < self.config.heartbeat {
-                return Ok(None);
+        let target = Target {
+            resource_version: &view.resource_version,
+            status: view.status.as_ref(),
+        };
+        let Some(written) = self.writer.write(target, status).await else {
+            return;
+        };
+        match NodeImageView::from_object(written) {
+            Ok(view) => {
+                // After a conflict the object may hold a spec the watch has not shown yet.
+                self.reconcile(&view);
+                self.current = Some(view);
             }
-            // Progress-only changes are coalesced to one write per progress_interval.
-            if !same
-                && strip_progress(last) == strip_progress(&status)
-                && at.elapsed() < self.config.progress_interval
-            {
-                return Ok(Some(self.config.progress_interval - at.elapsed()));
-            }
-        } else if view.status.as_ref() == Some(&status) {
-            self.last_written = Some((status, Instant::now()));
-            return Ok(None);
+            Err(error) => warn!(%error, "ignoring an undecodable written NodeImage"),
         }
-        if let Err(wait) = bucket.take() {
-            self.metrics.status_write("rate_limited");
-            return Ok(Some(wait));
-        }
-        let mut object = view.object.clone();
-        for attempt in 0..3 {
-            object.data["status"] = serde_json::to_value(&status).unwrap_or_default();
-            match self
-                .api
-                .replace_status(&self.config.node_name, &PostParams::default(), &object)
-                .await
-            {
-                Ok(written) => {
-                    self.metrics.status_write("ok");
-                    self.last_written = Some((status, Instant::now()));
-                    if let Ok(view) = NodeImageView::from_object(written) {
-                        self.current = Some(view);
-                    }
-                    return Ok(None);
-                }
-                Err(kube::Error::Api(response)) if response.code == 409 && attempt < 2 => {
-                    self.metrics.status_write("conflict");
-                    match self.api.get(&self.config.node_name).await {
-                        Ok(fresh) => object = fresh,
-                        Err(error) => {
-                            warn!(%error, "re-reading NodeImage after a conflict failed");
-                            return Err(Duration::from_secs(3));
-                        }
-                    }
-                }
-                Err(kube::Error::Api(response)) if response.code == 404 => {
-                    self.metrics.status_write("not_found");
-                    return Ok(None);
-                }
-                Err(error) => {
-                    self.metrics.status_write("error");
-                    warn!(%error, "writing NodeImage status failed; retrying");
-                    return Err(Duration::from_secs(3));
-                }
-            }
-        }
-        Err(Duration::from_secs(3))
     }
 }

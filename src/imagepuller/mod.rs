@@ -5,7 +5,9 @@
 //! - [`pulls`] caps concurrent CRI pulls and de-duplicates identical ones.
 //! - [`progress`] computes real byte progress from containerd's content store.
 //! - [`status`] computes the whole status from what the workers know.
-//! - [`controller`] watches the NodeImage, starts and stops workers, and writes status.
+//! - [`writer`] decides when a status is written and writes it.
+//! - [`controller`] watches the NodeImage, starts and stops workers, and hands the
+//!   computed status to the writer.
 
 pub mod controller;
 pub mod credentials;
@@ -14,6 +16,7 @@ pub mod pulls;
 pub mod status;
 pub mod view;
 pub mod worker;
+pub mod writer;
 
 use std::sync::Arc;
 

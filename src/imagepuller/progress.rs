@@ -19,6 +19,10 @@ use content::content_client::ContentClient;
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// containerd namespace of CRI-managed content.
 const NAMESPACE: &str = "k8s.io";
+/// Largest blob read as a possible manifest or index (registries cap manifests at 4 MiB).
+const MAX_MANIFEST_BYTES: i64 = 4 * 1024 * 1024;
+/// Label prefix containerd puts on a manifest or index for each blob it references.
+const GC_REF_CONTENT_LABEL_PREFIX: &str = "containerd.io/gc.ref.content.";
 
 /// Polls containerd's content service for the progress of pulls.
 #[derive(Clone)]
@@ -94,7 +98,11 @@ impl ProgressSource {
             let mut blobs: Option<Blobs> = None;
             let mut committed: HashSet<String> = HashSet::new();
             let mut best = 0u8;
-            let mut ticker = tokio::time::interval(POLL_INTERVAL);
+            // The first look is one interval in: a short pull never pays for polling.
+            let mut ticker = tokio::time::interval_at(
+                tokio::time::Instant::now() + POLL_INTERVAL,
+                POLL_INTERVAL,
+            );
             loop {
                 ticker.tick().await;
                 if blobs.is_none() {
@@ -144,13 +152,24 @@ impl ProgressSource {
                     SystemTime::UNIX_EPOCH
                         .checked_add(Duration::new(t.seconds as u64, t.nanos as u32))
                 });
-                if created.is_some_and(|c| c >= since) {
+                // Layers carry the same source label: too big to be a manifest, skip them.
+                if created.is_some_and(|c| c >= since) && info.size <= MAX_MANIFEST_BYTES {
                     candidates.push(info);
                 }
             }
         }
+        // Indexes and manifests reference their children through gc.ref labels: look at
+        // those first, and never let one unreadable or non-JSON blob end the search.
+        candidates.sort_by_key(|info| {
+            !info
+                .labels
+                .keys()
+                .any(|key| key.starts_with(GC_REF_CONTENT_LABEL_PREFIX))
+        });
         for info in candidates {
-            let document = self.read_json(&info.digest).await?;
+            let Some(document) = self.read_json(&info.digest).await else {
+                continue;
+            };
             if let Some(blobs) = self.blobs_of(document).await {
                 return Some(blobs);
             }
@@ -163,8 +182,7 @@ impl ProgressSource {
         let document = if let Some(manifests) = document["manifests"].as_array() {
             let chosen = manifests.iter().find(|m| {
                 m["platform"]["os"] == "linux"
-                    && m["platform"]["architecture"]
-                        == std::env::consts::ARCH.replace("x86_64", "amd64")
+                    && m["platform"]["architecture"] == oci_architecture()
             })?;
             self.read_json(chosen["digest"].as_str()?).await?
         } else {
@@ -199,7 +217,7 @@ impl ProgressSource {
         let mut bytes = Vec::new();
         while let Some(chunk) = stream.next().await {
             bytes.extend(chunk.ok()?.data);
-            if bytes.len() > 4 * 1024 * 1024 {
+            if bytes.len() as i64 > MAX_MANIFEST_BYTES {
                 return None;
             }
         }
@@ -254,6 +272,19 @@ impl ProgressSource {
     }
 }
 
+/// This machine's architecture as OCI platforms name it (Go's `GOARCH`), which is the
+/// platform containerd pulls from an index.
+fn oci_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+        "loongarch64" => "loong64",
+        other => other,
+    }
+}
+
 fn regex_escape(text: &str) -> String {
     text.chars()
         .flat_map(|c| {
@@ -265,6 +296,10 @@ fn regex_escape(text: &str) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+#[path = "progress_tests.rs"]
+mod content_tests;
 
 #[cfg(test)]
 mod tests {

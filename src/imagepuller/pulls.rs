@@ -110,30 +110,9 @@ impl Pulls {
                 .await
                 .map_err(|_| CriError::NoRuntime("puller stopped".into()))?;
             let _ = started_tx.send(true);
-            let _in_flight = metrics.in_flight();
-            let began = Instant::now();
-            let request = cri::PullImageRequest {
-                image: Some(crate::cri::client::image_spec(&spec.reference)),
-                auth: spec.auth.as_ref().map(|auth| cri::AuthConfig {
-                    username: auth.username().to_string(),
-                    password: auth.password().to_string(),
-                    ..Default::default()
-                }),
-                sandbox_config: Some(spec.sandbox.clone()),
-            };
-            let call = cri.pull_image(request, Some(spec.timeout));
-            let result = match progress_source {
-                Some(source) => source.track(&spec.reference, call, progress_tx).await,
-                None => call.await,
-            };
-            metrics.observe_pull(began.elapsed(), result.is_ok());
-            if result.is_ok()
-                && let Ok(Some(image)) = cri.image_status(&spec.reference).await
-            {
-                // The image's size as the runtime stores it: bytes this node now holds.
-                metrics.add_bytes(image.size);
-            }
-            result
+            // The call with its progress polling is tens of KiB of future state: it is
+            // allocated only now, so tags queued behind the cap cost next to nothing.
+            Box::pin(call(cri, spec, metrics, progress_source, progress_tx)).await
         }
         .boxed();
         let result = future.shared();
@@ -154,4 +133,41 @@ impl Pulls {
             result,
         }
     }
+}
+
+/// One CRI pull, with progress when the runtime exposes it.
+async fn call(
+    cri: CriClient,
+    spec: PullSpec,
+    metrics: ImagePullMetrics,
+    progress_source: Option<super::progress::ProgressSource>,
+    progress: watch::Sender<u8>,
+) -> PullResult {
+    let _in_flight = metrics.in_flight();
+    let began = Instant::now();
+    let request = cri::PullImageRequest {
+        image: Some(crate::cri::client::image_spec(&spec.reference)),
+        auth: spec.auth.as_ref().map(|auth| cri::AuthConfig {
+            username: auth.username().to_string(),
+            password: auth.password().to_string(),
+            ..Default::default()
+        }),
+        sandbox_config: Some(spec.sandbox.clone()),
+    };
+    let call = cri.pull_image(request, Some(spec.timeout));
+    let result = match progress_source {
+        Some(source) => source.track(&spec.reference, call, progress).await,
+        None => call.await,
+    };
+    metrics.observe_pull(began.elapsed(), result.is_ok());
+    if result.is_ok() {
+        // Off the result's path: the waiters' Succeeded must not wait for it.
+        tokio::spawn(async move {
+            if let Ok(Some(image)) = cri.image_status(&spec.reference).await {
+                // The image's size as the runtime stores it: bytes this node now holds.
+                metrics.add_bytes(image.size);
+            }
+        });
+    }
+    result
 }

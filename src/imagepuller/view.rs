@@ -23,8 +23,6 @@ pub struct NodeImageView {
     pub images: BTreeMap<String, ImageSpec>,
     /// `status`, as last written by anyone.
     pub status: Option<NodeImageStatus>,
-    /// The object itself, for status writes (PUT of the whole object).
-    pub object: DynamicObject,
 }
 
 /// A NodeImage that cannot be decoded.
@@ -38,33 +36,37 @@ pub struct ViewError {
 }
 
 impl NodeImageView {
-    /// Decodes a watched object.
-    pub fn from_object(object: DynamicObject) -> Result<Self, ViewError> {
+    /// Decodes a watched object, taking its JSON apart rather than copying it (the agent
+    /// keeps only the decoded view).
+    pub fn from_object(mut object: DynamicObject) -> Result<Self, ViewError> {
         let name = object.metadata.name.clone().unwrap_or_default();
         let error = |reason: String| ViewError {
             name: name.clone(),
             reason,
         };
-        let spec: NodeImageSpec = match object.data.get("spec") {
-            None | Some(serde_json::Value::Null) => NodeImageSpec::default(),
-            Some(spec) => {
-                serde_json::from_value(spec.clone()).map_err(|e| error(format!("spec: {e}")))?
+        let mut take = |field: &str| {
+            object
+                .data
+                .get_mut(field)
+                .map(serde_json::Value::take)
+                .filter(|value| !value.is_null())
+        };
+        let spec: NodeImageSpec = match take("spec") {
+            None => NodeImageSpec::default(),
+            Some(spec) => serde_json::from_value(spec).map_err(|e| error(format!("spec: {e}")))?,
+        };
+        let status = match take("status") {
+            None => None,
+            Some(status) => {
+                Some(serde_json::from_value(status).map_err(|e| error(format!("status: {e}")))?)
             }
         };
-        let status = match object.data.get("status") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(status) => Some(
-                serde_json::from_value(status.clone())
-                    .map_err(|e| error(format!("status: {e}")))?,
-            ),
-        };
         Ok(Self {
-            uid: object.metadata.uid.clone().unwrap_or_default(),
-            resource_version: object.metadata.resource_version.clone().unwrap_or_default(),
+            uid: object.metadata.uid.unwrap_or_default(),
+            resource_version: object.metadata.resource_version.unwrap_or_default(),
             images: spec.images.unwrap_or_default(),
             status,
             name,
-            object,
         })
     }
 }

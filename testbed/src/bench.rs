@@ -1,6 +1,8 @@
 //! `testbed bench-pull`: the image puller's numbers (issue "Image pre-pull", Benchmarks):
 //! agent overhead over a direct CRI pull, agent RSS idle and while pulling, and API cost
-//! per pulled tag. Medians are printed; nothing here asserts on time.
+//! per pulled tag. The overhead is also given with the agent's own PullImage time (from
+//! its /metrics) subtracted instead of the direct pull's, which removes the pull's
+//! round-to-round variance on a loaded machine. Medians are printed; nothing here asserts on time.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,15 +24,32 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+/// Resident memory of a process: total, anonymous (heap, stacks) and file-backed (the
+/// binary's and libraries' pages), in KiB.
+#[derive(Debug, Clone, Copy, Default)]
+struct Rss {
+    total: u64,
+    anon: u64,
+    file: u64,
+}
+
+fn rss(pid: u32) -> Rss {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
+    Rss {
+        total: field("VmRSS:"),
+        anon: field("RssAnon:"),
+        file: field("RssFile:"),
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
 }
 
 async fn remove_repository(cri: &CriClient, path: &str) {
@@ -43,24 +62,62 @@ async fn remove_repository(cri: &CriClient, path: &str) {
     }
 }
 
-async fn wait_tag(api: &Api<DynamicObject>, image: &str, version: i64, done: &[&str]) -> Value {
-    loop {
-        if let Ok(object) = api.get(NODE).await {
-            let tags = object.data["status"]["imageStatuses"][image]["tags"].clone();
+/// Waits, through a watch from `after` (no polling load on the machine), until the tag's
+/// status has `version` and a final phase.
+async fn wait_tag(
+    api: &Api<DynamicObject>,
+    after: &str,
+    image: &str,
+    version: i64,
+) -> anyhow::Result<Value> {
+    use futures::{StreamExt, TryStreamExt};
+    use kube::api::{WatchEvent, WatchParams};
+    let params = WatchParams::default().fields(&format!("metadata.name={NODE}"));
+    let mut stream = api.watch(&params, after).await?.boxed();
+    while let Some(event) = stream.try_next().await? {
+        if let WatchEvent::Modified(object) | WatchEvent::Added(object) = event {
+            let tags = &object.data["status"]["imageStatuses"][image]["tags"];
             if let Some(tag) = tags.as_array().and_then(|t| t.first())
                 && tag["version"] == version
-                && done.contains(&tag["phase"].as_str().unwrap_or(""))
+                && (tag["phase"] == "Succeeded" || tag["phase"] == "Failed")
             {
-                return tag.clone();
+                return Ok(tag.clone());
             }
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    anyhow::bail!("the watch ended before {image} version {version} finished")
 }
 
 fn tag(name: &str, version: i64) -> Value {
     json!({"tag": name, "version": version, "imagePullPolicy": "Always",
            "pullPolicy": {"timeoutSeconds": 600, "backoffLimit": 3}})
+}
+
+/// Seconds the agent has spent in CRI `PullImage` calls, from its `/metrics`.
+async fn agent_pull_seconds(addr: std::net::SocketAddr) -> anyhow::Result<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SUM: &str = "kruised_cri_call_duration_seconds_sum{method=\"PullImage\"";
+    let start = Instant::now();
+    let mut stream = loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(stream) => break stream,
+            // The agent may still be starting.
+            Err(_) if start.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    };
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: agent\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    Ok(text
+        .lines()
+        .filter(|line| line.starts_with(SUM))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
 }
 
 /// Kills the agent when dropped, also when the benchmark fails half-way.
@@ -93,6 +150,8 @@ pub async fn pull(dir: &Path, kruised: &Path, rounds: usize) -> anyhow::Result<(
         "metadata": {"name": NODE}, "spec": {"images": {}}
     }))?;
     api.create(&PostParams::default(), &object).await?;
+    // A free port for the agent's /metrics, where its own PullImage time is read.
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let agent = AgentProcess(
         Command::new(kruised)
             .args([
@@ -101,7 +160,7 @@ pub async fn pull(dir: &Path, kruised: &Path, rounds: usize) -> anyhow::Result<(
                 "--runtime-endpoint",
                 &endpoint,
                 "--addr",
-                "127.0.0.1:0",
+                &metrics_addr.to_string(),
             ])
             .arg("--kubeconfig")
             .arg(&kubeconfig)
@@ -116,6 +175,7 @@ pub async fn pull(dir: &Path, kruised: &Path, rounds: usize) -> anyhow::Result<(
 
     // 1. Overhead: spec write → Succeeded, minus a direct CRI pull of the same image.
     let (mut direct, mut through_agent, mut overhead) = (Vec::new(), Vec::new(), Vec::new());
+    let mut own_overhead = Vec::new();
     server.accounting().reset();
     for round in 0..rounds {
         remove_repository(&cri, "/test/big").await;
@@ -132,15 +192,20 @@ pub async fn pull(dir: &Path, kruised: &Path, rounds: usize) -> anyhow::Result<(
         remove_repository(&cri, "/test/big").await;
         let version = round as i64 + 1;
         let patch = json!({"spec": {"images": {image.clone(): {"tags": [tag("1", version)]}}}});
+        let agent_pulling_before = agent_pull_seconds(metrics_addr).await?;
         let start = Instant::now();
-        api.patch(NODE, &PatchParams::default(), &Patch::Merge(&patch))
+        let patched = api
+            .patch(NODE, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
-        let done = wait_tag(&api, &image, version, &["Succeeded", "Failed"]).await;
+        let after = patched.metadata.resource_version.unwrap_or_default();
+        let done = wait_tag(&api, &after, &image, version).await?;
         let agent_seconds = start.elapsed().as_secs_f64();
         anyhow::ensure!(done["phase"] == "Succeeded", "pull failed: {done}");
         direct.push(direct_seconds * 1000.0);
         through_agent.push(agent_seconds * 1000.0);
         overhead.push((agent_seconds - direct_seconds) * 1000.0);
+        let agent_pulling = agent_pull_seconds(metrics_addr).await? - agent_pulling_before;
+        own_overhead.push((agent_seconds - agent_pulling) * 1000.0);
     }
     let usage = server.accounting().snapshot();
     let agent_rows: Vec<_> = usage
@@ -164,8 +229,9 @@ pub async fn pull(dir: &Path, kruised: &Path, rounds: usize) -> anyhow::Result<(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Let the last writes and events settle before reading.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_rss = rss_kib(pid);
+    let idle_rss = rss(pid);
 
     // 3. RSS during 4 concurrent pulls, throttled so they overlap.
     let proxy =
@@ -194,42 +260,60 @@ pub async fn pull(dir: &Path, kruised: &Path, rounds: usize) -> anyhow::Result<(
         &Patch::Merge(&json!({"spec": {"images": images}})),
     )
     .await?;
-    let mut peak = 0;
+    let mut peak = Rss::default();
     let start = Instant::now();
-    loop {
-        peak = peak.max(rss_kib(pid));
-        let status = api.get(NODE).await?.data["status"].clone();
-        if status["succeeded"].as_i64().unwrap_or(0) + status["failed"].as_i64().unwrap_or(0) == 4 {
-            break;
+    for sample in 0u64.. {
+        let now = rss(pid);
+        if now.total > peak.total {
+            peak = now;
         }
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(300),
-            "concurrent pulls did not finish: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // RSS every 20 ms, the status every 100 ms.
+        if sample % 5 == 0 {
+            let status = api.get(NODE).await?.data["status"].clone();
+            let finished =
+                status["succeeded"].as_i64().unwrap_or(0) + status["failed"].as_i64().unwrap_or(0);
+            if finished == 4 {
+                break;
+            }
+            anyhow::ensure!(
+                start.elapsed() < Duration::from_secs(300),
+                "concurrent pulls did not finish: {status}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(agent);
 
     println!("image puller benchmark ({rounds} rounds, {reference}, 53.5 MB, local registry)");
+    let spread = |values: &mut [f64]| {
+        let middle = median(values);
+        format!(
+            "median {middle:8.1} ms  (min {:.1}, max {:.1})",
+            values[0],
+            values[values.len() - 1]
+        )
+    };
+    println!("  direct CRI PullImage        {}", spread(&mut direct));
     println!(
-        "  direct CRI PullImage        median {:8.1} ms",
-        median(&mut direct)
+        "  spec write → Succeeded      {}",
+        spread(&mut through_agent)
+    );
+    println!("  agent overhead              {}", spread(&mut overhead));
+    println!(
+        "  … minus its own PullImage   {}",
+        spread(&mut own_overhead)
     );
     println!(
-        "  spec write → Succeeded      median {:8.1} ms",
-        median(&mut through_agent)
+        "  agent RSS idle, 50 tags            {:8.1} MiB  (anon {:.1}, file {:.1})",
+        mib(idle_rss.total),
+        mib(idle_rss.anon),
+        mib(idle_rss.file)
     );
     println!(
-        "  agent overhead              median {:8.1} ms",
-        median(&mut overhead)
-    );
-    println!(
-        "  agent RSS idle, 50 tags            {:8.1} MiB",
-        idle_rss as f64 / 1024.0
-    );
-    println!(
-        "  agent RSS peak, 4 concurrent pulls {:8.1} MiB",
-        peak as f64 / 1024.0
+        "  agent RSS peak, 4 concurrent pulls {:8.1} MiB  (anon {:.1}, file {:.1})",
+        mib(peak.total),
+        mib(peak.anon),
+        mib(peak.file)
     );
     println!(
         "  API per pulled tag          {:8.1} requests, {:8.0} bytes",

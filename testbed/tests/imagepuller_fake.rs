@@ -214,3 +214,133 @@ async fn more_than_256_images_fail_the_excess_with_a_precise_message_and_duplica
     );
     assert_eq!(fake.count("PullImage"), 256);
 }
+
+/// Requests of `verb` on NodeImages (any client), from the server's accounting.
+fn node_image_requests(server: &ApiServer, verb: &str) -> u64 {
+    server
+        .accounting()
+        .snapshot()
+        .iter()
+        .filter(|row| row.verb == verb && row.resource == "nodeimages.apps.kruise.io")
+        .map(|row| row.requests)
+        .sum()
+}
+
+fn status_writes(metrics: &Metrics, result: &str) -> u64 {
+    let prefix = format!("kruised_nodeimage_status_writes_total{{result=\"{result}\"}} ");
+    metrics
+        .encode()
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_status_write_that_meets_a_conflict_reads_the_object_again_and_lands() {
+    use testbed::apiserver::faults::{FailRule, Matcher};
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeCri::builder().runtime_name("fake").build();
+    let handle = fake.serve_unix(dir.path().join("cri.sock")).await.unwrap();
+    fake.hold_pulls();
+    let server = ApiServer::start(ApiServerConfig::default()).await.unwrap();
+    server
+        .apply_crds_from_dir(std::path::Path::new(REFERENCE_CRDS))
+        .unwrap();
+    let metrics = Metrics::new();
+    let runtimes = DiscoveryConfig {
+        runtime_endpoint: Some(handle.endpoint().to_string()),
+        ..Default::default()
+    }
+    .discover(None)
+    .await
+    .unwrap();
+    let puller = kruised::imagepuller::build(
+        server.client(),
+        "conflict-node",
+        KruiseVersion::V1beta1,
+        &runtimes,
+        2,
+        metrics.clone(),
+        kruised::credentials::plugin::CredentialPlugins::none(),
+    );
+    let readiness = Readiness::new();
+    let (_trigger, shutdown) = kruised::agent::shutdown_channel();
+    tokio::spawn(puller.run(readiness.register("nodeImageInformerSynced"), shutdown));
+    let api: Api<DynamicObject> = Api::all_with(
+        server.client(),
+        &KruiseVersion::V1beta1.resource("NodeImage", "nodeimages"),
+    );
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "apps.kruise.io/v1beta1", "kind": "NodeImage", "metadata": {"name": "conflict-node"},
+        "spec": {"images": {"quay.io/org/app": {"tags": [tag("1")]}}}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &object).await.unwrap();
+    // The store is read directly from here on: the test's own API reads would count.
+    let info = server
+        .store()
+        .resource("apps.kruise.io", "v1beta1", "nodeimages")
+        .unwrap();
+    let stored = || server.store().get(&info, "", "conflict-node").unwrap();
+    eventually("the tag is Pulling on the server", || {
+        stored()["status"]["pulling"] == 1
+    })
+    .await;
+
+    // Cut the agent off from changes: its watch ends and every new one is refused.
+    for verb in ["watch", "list"] {
+        server.faults().fail(FailRule {
+            matcher: Matcher {
+                verb: Some(verb.into()),
+                resource: Some("nodeimages.apps.kruise.io".into()),
+            },
+            code: 500,
+            count: None,
+            percent: None,
+            duration_seconds: None,
+            retry_after_seconds: None,
+        });
+    }
+    let watches = node_image_requests(&server, "watch");
+    server.faults().drop_watches();
+    eventually(
+        "the agent's old watch has ended (it asked for a new one)",
+        || node_image_requests(&server, "watch") > watches,
+    )
+    .await;
+    // Another writer (the manager) changes the object: the agent's copy is now stale.
+    let patch = json!({"metadata": {"labels": {"touched-by": "manager"}}});
+    api.patch(
+        "conflict-node",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+    let gets = node_image_requests(&server, "get");
+    assert_eq!(status_writes(&metrics, "conflict"), 0);
+
+    fake.release_pulls();
+    eventually("the Succeeded status lands despite the conflict", || {
+        stored()["status"]["succeeded"] == 1
+    })
+    .await;
+    assert_eq!(
+        status_writes(&metrics, "conflict"),
+        1,
+        "the stale write was counted"
+    );
+    assert!(
+        node_image_requests(&server, "get") > gets,
+        "the agent read the object again after the conflict"
+    );
+    let object = stored();
+    assert_eq!(
+        object["metadata"]["labels"]["touched-by"], "manager",
+        "the other writer's change survives"
+    );
+    let tag = &object["status"]["imageStatuses"]["quay.io/org/app"]["tags"][0];
+    assert_eq!(tag["phase"], "Succeeded");
+    assert!(tag["completionTime"].is_string());
+    server.faults().clear();
+}
