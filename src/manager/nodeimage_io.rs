@@ -93,7 +93,7 @@ pub async fn edit_spec(
             }
         };
         let view = NodeImageView::from_object(object.clone())?;
-        if view.object.metadata.deletion_timestamp.is_some() {
+        if object.metadata.deletion_timestamp.is_some() {
             return Ok(None);
         }
         let mut labels = object.metadata.labels.clone().unwrap_or_default();
