@@ -87,9 +87,27 @@ pub fn to_yaml(objects: &[Value]) -> String {
     for object in objects {
         out.push_str("---\n");
         // A serde_json::Value always serializes to YAML.
-        out.push_str(&serde_yaml::to_string(object).unwrap_or_default());
+        out.push_str(&serde_yaml::to_string(&sorted(object)).unwrap_or_default());
     }
     out
+}
+
+/// `value` with every object's keys in sorted order. The rendered files must not depend
+/// on whether serde_json's `preserve_order` feature happens to be unified into the build.
+fn sorted(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|key| (key.clone(), sorted(&map[key])))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
 }
 
 /// Serializes a typed object (k8s-openapi adds `apiVersion` and `kind`).
