@@ -61,7 +61,7 @@ fn run_agent(args: cli::AgentArgs, matches: &clap::ArgMatches) -> anyhow::Result
         .context("node name is required: set NODE_NAME or pass --node-name")?;
     let listen = cli::parse_listen_addr(&args.addr).map_err(anyhow::Error::msg)?;
     let gates = FeatureGates::parse(&args.feature_gates).context("--feature-gates")?;
-    kruised::logging::init(args.log_format, args.verbosity);
+    let log_level = kruised::logging::init(args.log_format, args.verbosity);
     for name in &gates.unknown {
         warn!(gate = %name, "unknown feature gate ignored");
     }
@@ -95,6 +95,7 @@ fn run_agent(args: cli::AgentArgs, matches: &clap::ArgMatches) -> anyhow::Result
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        tokio::spawn(log_level.follow_signals());
         let (trigger, shutdown) = agent::shutdown_channel();
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -111,7 +112,7 @@ fn run_agent(args: cli::AgentArgs, matches: &clap::ArgMatches) -> anyhow::Result
 
 fn run_manager(args: cli::ManagerArgs) -> anyhow::Result<()> {
     let listen = cli::parse_listen_addr(&args.addr).map_err(anyhow::Error::msg)?;
-    kruised::logging::init(args.log_format, args.verbosity);
+    let log_level = kruised::logging::init(args.log_format, args.verbosity);
     let config = kruised::manager::ManagerConfig::from_args(&args);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -119,6 +120,7 @@ fn run_manager(args: cli::ManagerArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        tokio::spawn(log_level.follow_signals());
         let (trigger, shutdown) = agent::shutdown_channel();
         tokio::spawn(async move {
             wait_for_signal().await;

@@ -116,6 +116,9 @@ pub async fn serve(
         let state = state.clone();
         let service = service_fn(move |request: Request<Incoming>| {
             let response = handle(&state, &request);
+            // At debug only: probes hit these paths every few seconds.
+            debug!(%peer, method = %request.method(), uri = %request.uri(),
+                status = response.status().as_u16(), "HTTP request");
             async move { Ok::<_, Infallible>(response) }
         });
         let connection = hyper::server::conn::http1::Builder::new()

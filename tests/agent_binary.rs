@@ -41,8 +41,19 @@ impl Agent {
     }
 
     fn wait_for_line(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        self.wait_for_line_while(what, || {}, matches)
+    }
+
+    /// Like [`Self::wait_for_line`], doing `action` before each look.
+    fn wait_for_line_while(
+        &self,
+        what: &str,
+        mut action: impl FnMut(),
+        matches: impl Fn(&str) -> bool,
+    ) -> String {
         let start = Instant::now();
         loop {
+            action();
             if let Some(line) = self.log.lock().unwrap().iter().find(|l| matches(l)) {
                 return line.clone();
             }
@@ -53,6 +64,11 @@ impl Agent {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Every line logged so far.
+    fn lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
@@ -161,6 +177,57 @@ fn connects_to_containerd_serves_health_and_stops_on_sigterm() {
     let status = agent.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "exit status {status:?}");
     agent.wait_for_line("stop message", |l| l.contains("kruised stopped"));
+}
+
+#[test]
+fn sigusr1_raises_the_log_level_at_runtime_and_sigusr2_restores_it() {
+    let env = TestEnv::get();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dead_kubeconfig(dir.path());
+    let port = closed_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut agent = Agent::start(&[
+        "--node-name=test-node",
+        "--runtime-endpoint",
+        env.runtime_endpoint(),
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--addr",
+        &addr,
+        "--log-format=json",
+    ]);
+    agent.wait_for_line("CRI connected", |l| l.contains("CRI connected"));
+    let pid = Pid::from_raw(agent.child.id() as i32);
+    // At the default level a probe leaves no trace; the request lines are debug.
+    assert_eq!(http_get(port, "/livez?before").0, 200);
+    kill(pid, Signal::SIGUSR1).unwrap();
+    let line = agent.wait_for_line("the raise", |l| l.contains("log filter changed"));
+    let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(record["filter"], "info,kruised=debug", "{line}");
+    // Poll: the request that proves the new level may race the reload by a moment.
+    agent.wait_for_line_while(
+        "a debug line for a probe",
+        || {
+            let _ = http_get(port, "/livez?after");
+        },
+        |l| l.contains("/livez") && l.contains("DEBUG"),
+    );
+    kill(pid, Signal::SIGUSR2).unwrap();
+    let line = agent.wait_for_line("the restore", |l| {
+        l.contains("log filter changed") && l.contains(r#""filter":"info""#)
+    });
+    let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(record["level"], "INFO", "{line}");
+    // The line for `?before` was never written: the default level really was info.
+    assert!(
+        !agent
+            .lines()
+            .iter()
+            .any(|l| l.contains("/livez") && l.contains("DEBUG") && l.contains("before")),
+        "a debug line was written before SIGUSR1"
+    );
+    kill(pid, Signal::SIGTERM).unwrap();
+    assert!(agent.wait_exit(Duration::from_secs(10)).success());
 }
 
 #[test]
