@@ -1,6 +1,8 @@
 //! The kruised binary SIGKILLed mid-pull and restarted: the unfinished tag finishes, and
 //! the finished one is not pulled again (its final status is adopted, §3.5).
 
+mod support;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -9,25 +11,11 @@ use kruised::apiversions::KruiseVersion;
 use kube::api::{Api, PostParams};
 use kube::core::DynamicObject;
 use serde_json::{Value, json};
+use support::recreate_harness::kruised_binary;
 use testbed::apiserver::{ApiServer, ApiServerConfig};
 use testbed::testenv::TestEnv;
 
 const REFERENCE_CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/reference/crds");
-
-/// Builds (if needed) and returns the kruised binary of this workspace.
-fn kruised_binary() -> std::path::PathBuf {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--bin", "kruised"])
-        .current_dir(&root)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or(root.join("target"));
-    target.join("debug/kruised")
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
