@@ -3,10 +3,12 @@
 //! update with env from metadata: it changes a label that a container reads through the
 //! downward API and sets the pod's `InPlaceUpdateReady` condition to `False`.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Event, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -21,6 +23,7 @@ use kruised::events::Recorder;
 use kruised::readiness::Readiness;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
+use support::recreate_harness::{SERVE, poll, unique};
 use testbed::apiserver::{ApiServer, ApiServerConfig};
 use testbed::kubelet::{Kubelet, KubeletConfig, KubeletHandle};
 use testbed::testenv::TestEnv;
@@ -28,35 +31,13 @@ use testbed::testenv::TestEnv;
 const NAMESPACE: &str = "default";
 const KUBELET_SYNC: Duration = Duration::from_millis(200);
 const DEADLINE: Duration = Duration::from_secs(40);
-const SERVE: &str = "trap 'exit 0' TERM; while true; do sleep 0.2; done";
 
-fn unique(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{prefix}-{}-{n}-{nanos:x}", std::process::id())
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "timed out after {DEADLINE:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll(DEADLINE, Duration::from_millis(50), what, check).await
 }
 
 /// A container that prints nothing and reads label `color` into `COLOR`.

@@ -7,6 +7,8 @@
 //! server this test runs in its own process on 127.0.0.1, which is where a pod-network
 //! server would be from the node's point of view.
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -33,6 +35,7 @@ use kruised::proto::grpc::health::v1::{HealthCheckRequest, HealthCheckResponse};
 use kruised::readiness::Readiness;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
+use support::recreate_harness::{SERVE, poll, unique};
 use testbed::apiserver::{ApiServer, ApiServerConfig};
 use testbed::kubelet::{Kubelet, KubeletConfig, KubeletHandle};
 use testbed::testenv::TestEnv;
@@ -43,38 +46,15 @@ const NAMESPACE: &str = "default";
 const KUBELET_SYNC: Duration = Duration::from_millis(200);
 /// Deadline for anything that takes a few probe periods.
 const DEADLINE: Duration = Duration::from_secs(40);
-/// Exits 0 on SIGTERM, so stops are quick.
-const SERVE: &str = "trap 'exit 0' TERM; while true; do sleep 0.2; done";
-
-fn unique(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{prefix}-{}-{n}-{nanos:x}", std::process::id())
-}
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics after [`DEADLINE`] with
 /// `what` and whatever `context` says about the world then.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "timed out after {DEADLINE:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll(DEADLINE, Duration::from_millis(50), what, check).await
 }
 
 /// A port nothing listens on right now.
