@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::apiversions::ServedVersions;
 use crate::backoff::Backoff;
@@ -131,15 +131,21 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         metrics: metrics.clone(),
         readiness: readiness.clone(),
     };
-    let http = tokio::spawn(server::serve(listener, state, shutdown.clone().wait()));
+    // Every task carries the caller's span (the root span with the node name), so each
+    // log line of the agent says which node wrote it.
+    let http =
+        tokio::spawn(server::serve(listener, state, shutdown.clone().wait()).in_current_span());
     let (runtimes_tx, runtimes_rx) = tokio::sync::oneshot::channel();
-    let cri = tokio::spawn(keep_cri_connected(
-        config.discovery.clone(),
-        metrics.clone(),
-        cri_check,
-        runtimes_tx,
-        shutdown.clone(),
-    ));
+    let cri = tokio::spawn(
+        keep_cri_connected(
+            config.discovery.clone(),
+            metrics.clone(),
+            cri_check,
+            runtimes_tx,
+            shutdown.clone(),
+        )
+        .in_current_span(),
+    );
     // kruise-daemon's /healthz check names (§7.1).
     let node_image_check = readiness.register("nodeImageInformerSynced");
     let crr_check = readiness.register("crrInformerSynced");
@@ -153,106 +159,109 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         .enabled("DaemonWatchingPod")
         .then(|| readiness.register("podInformerSynced"));
     let started = std::time::Instant::now();
-    let controllers = tokio::spawn({
-        let client = client.clone();
-        let shutdown = shutdown.clone();
-        let metrics = metrics.clone();
-        let config = config.clone();
-        async move {
-            if !wait_for_api_server(client.clone(), api_check, shutdown.clone()).await {
-                return;
-            }
-            let Ok(runtimes) = runtimes_rx.await else {
-                return;
-            };
-            let Some(versions) = discover_versions(&client, &shutdown).await else {
-                return;
-            };
-            info!(
-                node_image = versions.node_image.as_str(),
-                container_recreate_request = versions.container_recreate_request.as_str(),
-                "apps.kruise.io versions chosen"
-            );
-            // A broken plugin config must not stop pulls that need no plugin (§1.2 step 9).
-            let plugins = crate::credentials::plugin::CredentialPlugins::load(
-                &config.plugin_config_file,
-                &config.plugin_bin_dir,
-            )
-            .await
-            .unwrap_or_else(|error| {
-                warn!(%error, "credential provider plugins disabled");
-                crate::credentials::plugin::CredentialPlugins::none()
-            });
-            let puller = crate::imagepuller::build(
-                client.clone(),
-                &config.node_name,
-                versions.node_image,
-                &runtimes,
-                config.max_concurrent_pulls,
-                metrics.clone(),
-                plugins,
-            );
-            let recorder = Arc::new(crate::events::Recorder::new(
-                client.clone(),
-                crate::recreate::controller::EVENT_COMPONENT,
-                &config.node_name,
-            ));
-            let recreate = crate::recreate::controller::RecreateController::new(
-                client.clone(),
-                &config.node_name,
-                versions.container_recreate_request,
-                runtimes.clone(),
-                config.crr_workers,
-                recorder,
-            )
-            .with_metrics(metrics.recreate.clone());
-            let probes = probe_check.map(|check| {
-                let recorder = Arc::new(crate::events::Recorder::new(
-                    client.clone(),
-                    crate::podprobe::EVENT_COMPONENT,
-                    &config.node_name,
-                ));
-                let controller = crate::podprobe::controller::PodProbeController::new(
-                    client.clone(),
-                    &config.node_name,
-                    runtimes.primary().clone(),
-                    recorder,
-                    Some(metrics.probe.clone()),
-                    started,
+    let controllers = tokio::spawn(
+        {
+            let client = client.clone();
+            let shutdown = shutdown.clone();
+            let metrics = metrics.clone();
+            let config = config.clone();
+            async move {
+                if !wait_for_api_server(client.clone(), api_check, shutdown.clone()).await {
+                    return;
+                }
+                let Ok(runtimes) = runtimes_rx.await else {
+                    return;
+                };
+                let Some(versions) = discover_versions(&client, &shutdown).await else {
+                    return;
+                };
+                info!(
+                    node_image = versions.node_image.as_str(),
+                    container_recreate_request = versions.container_recreate_request.as_str(),
+                    "apps.kruise.io versions chosen"
                 );
-                controller.run(check, shutdown.clone())
-            });
-            let container_meta = pod_check.map(|check| {
+                // A broken plugin config must not stop pulls that need no plugin (§1.2 step 9).
+                let plugins = crate::credentials::plugin::CredentialPlugins::load(
+                    &config.plugin_config_file,
+                    &config.plugin_bin_dir,
+                )
+                .await
+                .unwrap_or_else(|error| {
+                    warn!(%error, "credential provider plugins disabled");
+                    crate::credentials::plugin::CredentialPlugins::none()
+                });
+                let puller = crate::imagepuller::build(
+                    client.clone(),
+                    &config.node_name,
+                    versions.node_image,
+                    &runtimes,
+                    config.max_concurrent_pulls,
+                    metrics.clone(),
+                    plugins,
+                );
                 let recorder = Arc::new(crate::events::Recorder::new(
                     client.clone(),
-                    crate::containermeta::EVENT_COMPONENT,
+                    crate::recreate::controller::EVENT_COMPONENT,
                     &config.node_name,
                 ));
-                crate::containermeta::ContainerMetaController::new(
+                let recreate = crate::recreate::controller::RecreateController::new(
                     client.clone(),
                     &config.node_name,
+                    versions.container_recreate_request,
                     runtimes.clone(),
+                    config.crr_workers,
                     recorder,
-                    config.feature_gates.enabled("InPlaceUpdateEnvFromMetadata"),
                 )
-                .run(check, shutdown.clone())
-            });
-            tokio::join!(
-                puller.run(node_image_check, shutdown.clone()),
-                recreate.run(crr_check, shutdown.clone()),
-                async {
-                    if let Some(probes) = probes {
-                        probes.await;
-                    }
-                },
-                async {
-                    if let Some(container_meta) = container_meta {
-                        container_meta.await;
-                    }
-                },
-            );
+                .with_metrics(metrics.recreate.clone());
+                let probes = probe_check.map(|check| {
+                    let recorder = Arc::new(crate::events::Recorder::new(
+                        client.clone(),
+                        crate::podprobe::EVENT_COMPONENT,
+                        &config.node_name,
+                    ));
+                    let controller = crate::podprobe::controller::PodProbeController::new(
+                        client.clone(),
+                        &config.node_name,
+                        runtimes.primary().clone(),
+                        recorder,
+                        Some(metrics.probe.clone()),
+                        started,
+                    );
+                    controller.run(check, shutdown.clone())
+                });
+                let container_meta = pod_check.map(|check| {
+                    let recorder = Arc::new(crate::events::Recorder::new(
+                        client.clone(),
+                        crate::containermeta::EVENT_COMPONENT,
+                        &config.node_name,
+                    ));
+                    crate::containermeta::ContainerMetaController::new(
+                        client.clone(),
+                        &config.node_name,
+                        runtimes.clone(),
+                        recorder,
+                        config.feature_gates.enabled("InPlaceUpdateEnvFromMetadata"),
+                    )
+                    .run(check, shutdown.clone())
+                });
+                tokio::join!(
+                    puller.run(node_image_check, shutdown.clone()),
+                    recreate.run(crr_check, shutdown.clone()),
+                    async {
+                        if let Some(probes) = probes {
+                            probes.await;
+                        }
+                    },
+                    async {
+                        if let Some(container_meta) = container_meta {
+                            container_meta.await;
+                        }
+                    },
+                );
+            }
         }
-    });
+        .in_current_span(),
+    );
 
     shutdown.wait().await;
     info!("shutting down");

@@ -108,6 +108,10 @@ pub fn init(format: LogFormat, verbosity: u8) -> LogLevel {
                 tracing_subscriber::fmt::layer()
                     .json()
                     .flatten_event(true)
+                    // The span list carries the trace context: the agent's root span
+                    // (node) and the object being worked on (kind, namespace, name).
+                    .with_current_span(false)
+                    .with_span_list(true)
                     .with_writer(std::io::stderr),
             )
             .try_init(),

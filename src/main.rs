@@ -8,7 +8,7 @@ use kruised::agent::{self, AgentConfig};
 use kruised::cli::{self, Cli, Command};
 use kruised::cri::DiscoveryConfig;
 use kruised::feature_gates::FeatureGates;
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, warn};
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
@@ -105,7 +105,8 @@ fn run_agent(args: cli::AgentArgs, matches: &clap::ArgMatches) -> anyhow::Result
             error!("second signal, exiting now");
             std::process::exit(1);
         });
-        agent::run(config, shutdown).await
+        let span = tracing::info_span!("kruised", node = %config.node_name);
+        agent::run(config, shutdown).instrument(span).await
     })?;
     Ok(())
 }
@@ -130,7 +131,10 @@ fn run_manager(args: cli::ManagerArgs) -> anyhow::Result<()> {
             error!("second signal, exiting now");
             std::process::exit(1);
         });
-        kruised::manager::run(config, listen, args.kubeconfig.clone(), shutdown).await
+        let span = tracing::info_span!("kruised_manager");
+        kruised::manager::run(config, listen, args.kubeconfig.clone(), shutdown)
+            .instrument(span)
+            .await
     })?;
     Ok(())
 }

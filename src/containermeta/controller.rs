@@ -20,7 +20,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use super::filter::{can_enqueue, has_meta, meta_of, needs_sync};
 use super::meta::RUNTIME_CONTAINERS_META_ANNOTATION;
@@ -191,11 +191,11 @@ impl ContainerMetaController {
         let mut workers = JoinSet::new();
         for _ in 0..WORKERS {
             let shared = Arc::clone(shared);
-            workers.spawn(async move { shared.work().await });
+            workers.spawn(async move { shared.work().await }.in_current_span());
         }
         for _ in 0..RESTART_WORKERS {
             let shared = Arc::clone(shared);
-            workers.spawn(async move { shared.restart_work().await });
+            workers.spawn(async move { shared.restart_work().await }.in_current_span());
         }
         let mut relist: Option<HashMap<String, Pod>> = None;
         let stop = shutdown.wait();
@@ -276,7 +276,8 @@ impl Shared {
             let mut sync = AbortOnDrop(tokio::spawn({
                 let shared = Arc::clone(&self);
                 let key = key.clone();
-                async move { shared.sync(&key).await }
+                let span = tracing::info_span!("pod", kind = "Pod", object = %key);
+                async move { shared.sync(&key).await }.instrument(span)
             }));
             match (&mut sync.0).await {
                 Ok(Ok(Next::Done)) => self.queue.forget(&key),

@@ -11,7 +11,7 @@ use kube::api::Api;
 use kube::core::DynamicObject;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{Notify, mpsc};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use super::pulls::Pulls;
 use super::status::{self, TagKey};
@@ -394,28 +394,32 @@ impl Puller {
         let report_key = key.clone();
         let done_key = key.clone();
         debug!(image = %key.0, tag = %key.1, version, "starting pull worker");
-        let task = tokio::spawn(async move {
-            let began = Instant::now();
-            let report = move |status: ImageTagStatus| {
-                let mut known = known.lock().unwrap_or_else(|e| e.into_inner());
-                // A stale worker (version bumped) must not overwrite the new one's status.
-                if known
-                    .get(&report_key)
-                    .is_some_and(|s| s.version == status.version)
-                {
-                    known.insert(report_key.clone(), status);
-                    dirty.notify_one();
-                }
-            };
-            let status = worker::run(work, pulls, report).await;
-            let _ = done_tx.send(Done {
-                key: done_key,
-                version,
-                status,
-                owners,
-                elapsed: began.elapsed(),
-            });
-        });
+        let span = tag_span(&self.config.node_name, &key);
+        let task = tokio::spawn(
+            async move {
+                let began = Instant::now();
+                let report = move |status: ImageTagStatus| {
+                    let mut known = known.lock().unwrap_or_else(|e| e.into_inner());
+                    // A stale worker (version bumped) must not overwrite the new one's status.
+                    if known
+                        .get(&report_key)
+                        .is_some_and(|s| s.version == status.version)
+                    {
+                        known.insert(report_key.clone(), status);
+                        dirty.notify_one();
+                    }
+                };
+                let status = worker::run(work, pulls, report).await;
+                let _ = done_tx.send(Done {
+                    key: done_key,
+                    version,
+                    status,
+                    owners,
+                    elapsed: began.elapsed(),
+                });
+            }
+            .instrument(span),
+        );
         self.workers.insert(key, Running { version, task });
     }
 
@@ -428,6 +432,7 @@ impl Puller {
             return; // A stopped worker's result is discarded (§3.5 step 7).
         }
         self.workers.remove(&done.key);
+        let _span = tag_span(&self.config.node_name, &done.key).entered();
         self.known().insert(done.key.clone(), done.status.clone());
         self.dirty.notify_one();
         let (image, tag) = &done.key;
@@ -449,23 +454,29 @@ impl Puller {
             info!(image, tag, elapsed = ?done.elapsed, "Successfully pull image");
             // kruise's message, typo included (§3.5).
             let message = format!("Image {image}:{tag}, ecalpsedTime {:?}", done.elapsed);
-            tokio::spawn(async move {
-                recorder
-                    .publish(&node_image, EventType::Normal, "PullImageSucceed", &message)
-                    .await;
-            });
+            tokio::spawn(
+                async move {
+                    recorder
+                        .publish(&node_image, EventType::Normal, "PullImageSucceed", &message)
+                        .await;
+                }
+                .in_current_span(),
+            );
         } else {
             self.metrics.tag_finished("failed");
             let error = done.status.message.clone().unwrap_or_default();
             warn!(image, tag, %error, "Worker failed to pull image");
             let message = format!("Image {image}:{tag} {error}");
-            tokio::spawn(async move {
-                for owner in done.owners.iter().chain([&node_image]) {
-                    recorder
-                        .publish(owner, EventType::Warning, "PullImageFailed", &message)
-                        .await;
+            tokio::spawn(
+                async move {
+                    for owner in done.owners.iter().chain([&node_image]) {
+                        recorder
+                            .publish(owner, EventType::Warning, "PullImageFailed", &message)
+                            .await;
+                    }
                 }
-            });
+                .in_current_span(),
+            );
         }
     }
 
@@ -492,4 +503,17 @@ impl Puller {
             Err(error) => warn!(%error, "ignoring an undecodable written NodeImage"),
         }
     }
+}
+
+/// The object and the tag a pull serves, on every line logged about it.
+fn tag_span(node_name: &str, (image, tag): &TagKey) -> tracing::Span {
+    tracing::info_span!(
+        "pull",
+        kind = "NodeImage",
+        // klog's KObj: `name`, or `namespace/name` for namespaced objects (a field called
+        // `name` would clash with the span's own name in JSON).
+        object = %node_name,
+        image = %image,
+        tag = %tag
+    )
 }

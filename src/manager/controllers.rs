@@ -51,21 +51,38 @@ fn error_policy<K>(_: Arc<K>, error: &ReconcileError, _: Arc<Context>) -> Action
 /// Wraps a reconciler with metrics.
 fn measured<K, F, Fut>(
     controller: &'static str,
+    kind: &'static str,
     reconcile: F,
 ) -> impl FnMut(Arc<K>, Arc<Context>) -> BoxFuture<'static, Result<Action, ReconcileError>>
 where
-    K: Send + Sync + 'static,
+    K: kube::Resource + Send + Sync + 'static,
     F: Fn(Arc<K>, Arc<Context>) -> Fut + Send + Sync + Copy + 'static,
     Fut: std::future::Future<Output = Result<Action, ReconcileError>> + Send + 'static,
 {
     move |object, ctx| {
-        Box::pin(async move {
-            let start = Instant::now();
-            let metrics = ctx.metrics.clone();
-            let result = reconcile(object, ctx).await;
-            metrics.reconciled(controller, result.is_ok(), start.elapsed());
-            result
-        })
+        // kube's own "reconciling object" span covers only the future's creation, not its
+        // polling: this one names the object on every line the reconcile logs.
+        let span = tracing::info_span!(
+            "reconcile",
+            controller,
+            kind,
+            // klog's KObj form; `name` would clash with the span's own name in JSON.
+            object = %match (&object.meta().namespace, &object.meta().name) {
+                (Some(namespace), Some(name)) => format!("{namespace}/{name}"),
+                (None, Some(name)) => name.clone(),
+                _ => String::new(),
+            }
+        );
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let start = Instant::now();
+                let metrics = ctx.metrics.clone();
+                let result = reconcile(object, ctx).await;
+                metrics.reconciled(controller, result.is_ok(), start.elapsed());
+                result
+            },
+            span,
+        ))
     }
 }
 
@@ -244,7 +261,11 @@ async fn run_controllers(
     let node_controller = Controller::for_stream(triggers.nodes, stores.nodes.clone())
         .with_config(Config::default().concurrency(settings.nodeimage_workers))
         .run(
-            measured(nodeimage::NODE_CONTROLLER, nodeimage::reconcile_node),
+            measured(
+                nodeimage::NODE_CONTROLLER,
+                "Node",
+                nodeimage::reconcile_node,
+            ),
             error_policy,
             ctx.clone(),
         );
@@ -301,6 +322,7 @@ async fn run_controllers(
     .run(
         measured(
             nodeimage::NODE_IMAGE_CONTROLLER,
+            "NodeImage",
             nodeimage::reconcile_node_image,
         ),
         error_policy,
@@ -385,7 +407,11 @@ async fn run_controllers(
                     .debounce(Duration::from_millis(100)),
             )
             .run(
-                measured(imagepulljob::CONTROLLER, imagepulljob::reconcile),
+                measured(
+                    imagepulljob::CONTROLLER,
+                    "ImagePullJob",
+                    imagepulljob::reconcile,
+                ),
                 error_policy,
                 ctx.clone(),
             );
@@ -403,7 +429,11 @@ async fn run_controllers(
             .debounce(Duration::from_millis(100)),
     )
     .run(
-        measured(imagelistpulljob::CONTROLLER, imagelistpulljob::reconcile),
+        measured(
+            imagelistpulljob::CONTROLLER,
+            "ImageListPullJob",
+            imagelistpulljob::reconcile,
+        ),
         error_policy,
         ctx.clone(),
     );
@@ -438,7 +468,7 @@ async fn run_controllers(
             )
             .with_config(Config::default().concurrency(settings.crr_workers))
             .run(
-                measured(crr::CONTROLLER, crr::reconcile),
+                measured(crr::CONTROLLER, "ContainerRecreateRequest", crr::reconcile),
                 error_policy,
                 ctx.clone(),
             );

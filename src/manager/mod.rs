@@ -64,7 +64,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, warn};
 
 use crate::agent::Shutdown;
 use crate::apiversions::ServedVersions;
@@ -193,12 +193,15 @@ pub async fn run(
     ));
     info!(source = ?source, server = %kube_config.cluster_url, "Kubernetes configuration resolved");
     let client = kube::Client::try_from(kube_config).map_err(ManagerError::KubeClient)?;
-    let http = tokio::spawn(http::serve(
-        listener,
-        readiness.clone(),
-        metrics.clone(),
-        shutdown.clone().wait(),
-    ));
+    let http = tokio::spawn(
+        http::serve(
+            listener,
+            readiness.clone(),
+            metrics.clone(),
+            shutdown.clone().wait(),
+        )
+        .in_current_span(),
+    );
     let result = run_with_client(client, config, readiness, metrics, shutdown).await;
     http.abort();
     result
@@ -255,12 +258,15 @@ pub async fn run_with_client(
 
     // kruise-manager appearing while we run is as bad as at start.
     let (detected_tx, mut detected_rx) = tokio::sync::mpsc::channel(1);
-    let watchdog = AbortOnDrop(tokio::spawn(watch_for_kruise_manager(
-        detector,
-        config.detection_interval,
-        detected_tx,
-        detection_check,
-    )));
+    let watchdog = AbortOnDrop(tokio::spawn(
+        watch_for_kruise_manager(
+            detector,
+            config.detection_interval,
+            detected_tx,
+            detection_check,
+        )
+        .in_current_span(),
+    ));
     let result = lead(
         client,
         versions,
@@ -326,7 +332,9 @@ async fn lead(
             metrics.clone(),
             identity.clone(),
         );
-        AbortOnDrop(tokio::spawn(work))
+        // The controllers log under the leader's identity.
+        let span = tracing::info_span!("leader", identity = %identity);
+        AbortOnDrop(tokio::spawn(work.instrument(span)))
     };
 
     let Some(lease) = config.lease.clone() else {

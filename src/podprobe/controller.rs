@@ -24,7 +24,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use super::status::{desired_status, same_status};
 use super::worker::{self, Worker, WorkerContext};
@@ -145,14 +145,17 @@ impl PodProbeController {
         let stream =
             watcher(api.clone(), watcher::Config::default().fields(&selector)).default_backoff();
         let mut stream = std::pin::pin!(stream);
-        let writer = AbortOnDrop(tokio::spawn(status_writer(StatusWriter {
-            api,
-            node_name: self.node_name.clone(),
-            recorder: Arc::clone(&self.recorder),
-            metrics: self.metrics.clone(),
-            results: Arc::clone(&self.results),
-            latest: Arc::clone(&self.latest),
-        })));
+        let writer = AbortOnDrop(tokio::spawn(
+            status_writer(StatusWriter {
+                api,
+                node_name: self.node_name.clone(),
+                recorder: Arc::clone(&self.recorder),
+                metrics: self.metrics.clone(),
+                results: Arc::clone(&self.results),
+                latest: Arc::clone(&self.latest),
+            })
+            .in_current_span(),
+        ));
 
         let mut workers: HashMap<ProbeKey, WorkerHandle> = HashMap::new();
         let mut relist: Option<Option<NodePodProbe>> = None;
@@ -247,8 +250,16 @@ impl PodProbeController {
                     info!(probe = %key, "starting probe worker");
                     let (sender, receiver) = watch::channel(probe.clone());
                     let worker = Worker::new(key.clone(), probe, Arc::clone(&self.results));
-                    let task =
-                        tokio::spawn(worker::run(worker, receiver, Arc::clone(&self.context)));
+                    // kind/name are the NodePodProbe; the probe key names pod, container, probe.
+                    let span = tracing::info_span!(
+                        "probe",
+                        kind = "NodePodProbe",
+                        object = %self.node_name,
+                        probe = %key
+                    );
+                    let task = tokio::spawn(
+                        worker::run(worker, receiver, Arc::clone(&self.context)).instrument(span),
+                    );
                     workers.insert(key, WorkerHandle { spec: sender, task });
                 }
             }

@@ -23,7 +23,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::{DynamicObject, PartialObjectMeta};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use super::queue::WorkQueue;
 use super::timing::Timings;
@@ -247,7 +247,7 @@ impl RecreateController {
         let mut workers = JoinSet::new();
         for _ in 0..self.workers {
             let shared = Arc::clone(shared);
-            workers.spawn(async move { shared.work().await });
+            workers.spawn(async move { shared.work().await }.in_current_span());
         }
 
         let shutdown_signal = shutdown.wait();
@@ -585,7 +585,7 @@ impl Shared {
             let mut sync = AbortOnDrop(tokio::spawn({
                 let shared = Arc::clone(&self);
                 let key = key.clone();
-                async move { shared.sync(&key).await }
+                async move { shared.sync(&key).await }.in_current_span()
             }));
             match (&mut sync.0).await {
                 Ok(Ok(Next::Done)) => self.queue.forget(&key),
@@ -669,6 +669,18 @@ impl Shared {
             return Ok(Next::Done);
         };
 
+        // Everything logged while acting on this CRR names it.
+        let span = tracing::info_span!(
+            "crr",
+            kind = "ContainerRecreateRequest",
+            object = format_args!("{}/{}", crr.namespace, crr.name),
+            uid = %crr.uid
+        );
+        self.act_on(crr, &pod).instrument(span).await
+    }
+
+    /// Acts on the picked CRR of a pod: stops what is due, writes its status and events.
+    async fn act_on(&self, crr: &CrrView, pod: &PodMeta) -> Result<Next, ControllerError> {
         let now = Timestamp::now();
         if let Some(left) = deadline_left(crr, now)
             && left.is_zero()
@@ -692,7 +704,7 @@ impl Shared {
             );
         }
         for event in &outcome.events {
-            self.publish(crr, &pod, event).await;
+            self.publish(crr, pod, event).await;
         }
         match outcome.write {
             Some(Write::Phase(phase)) => self.set_phase(crr, phase).await?,

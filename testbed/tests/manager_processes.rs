@@ -2,7 +2,8 @@
 //! `kruised manager` and three `kruised` agents with three node names sharing the test
 //! environment's containerd, plus one kubelet stand-in for the first node. An ImagePullJob
 //! is pulled on all three nodes and a plain ContainerRecreateRequest (no labels, as a user
-//! writes it) restarts a container on the kubelet's node.
+//! writes it) restarts a container on the kubelet's node. The manager and the first agent
+//! log JSON, which is checked for the fields an operator filters on: node, kind, object.
 
 mod manager_support;
 mod support;
@@ -30,15 +31,17 @@ const SERVE: &str = "trap 'exit 0' TERM; while true; do sleep 0.2; done";
 struct ManagerProcess(Child);
 
 impl ManagerProcess {
-    fn start(binary: &Path, kubeconfig: &Path) -> Self {
+    /// Logs JSON to the file `log`.
+    fn start(binary: &Path, kubeconfig: &Path, log: &Path) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let log = std::env::var_os("KRUISED_TEST_LOG").is_some();
+        let log = std::fs::File::create(log).expect("create the manager's log");
         let child = Command::new(binary)
             .arg("manager")
+            .arg("--log-format=json")
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args(["--addr", &format!("127.0.0.1:{port}")])
@@ -46,7 +49,7 @@ impl ManagerProcess {
             .args(["--nodeimage-creation-delay", "0s"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(if log { Stdio::inherit() } else { Stdio::null() })
+            .stderr(Stdio::from(log))
             .spawn()
             .expect("kruised manager starts");
         Self(child)
@@ -105,11 +108,18 @@ async fn a_manager_and_three_agent_processes_pull_a_job_everywhere_and_recreate_
     for node in &nodes[1..] {
         ready_node(&client, node, json!({"pool": "processes"})).await;
     }
+    let logs = tempfile::tempdir().unwrap();
+    let agent_log = logs.path().join("agent.json");
+    let manager_log = logs.path().join("manager.json");
     let _agents: Vec<Kruised> = nodes
         .iter()
-        .map(|node| Kruised::start(&binary, kubeconfig.path(), node))
+        .enumerate()
+        .map(|(i, node)| match i {
+            0 => Kruised::start_json_logged(&binary, kubeconfig.path(), node, &agent_log),
+            _ => Kruised::start(&binary, kubeconfig.path(), node),
+        })
         .collect();
-    let _manager = ManagerProcess::start(&binary, kubeconfig.path());
+    let _manager = ManagerProcess::start(&binary, kubeconfig.path(), &manager_log);
 
     // The manager creates one NodeImage per Ready node.
     let images = node_images(&client);
@@ -233,10 +243,92 @@ async fn a_manager_and_three_agent_processes_pull_a_job_everywhere_and_recreate_
         "recreated exactly once"
     );
 
+    check_json_logs(&agent_log, &manager_log, &nodes[0]);
+
     pods.delete("web", &DeleteParams::default()).await.unwrap();
     eventually("pod web gone", || async {
         pods.get_opt("web").await.ok()?.is_none().then_some(())
     })
     .await;
     kubelet.shutdown().await;
+}
+
+/// Every line of both logs is a JSON object with time, level, target and message; the
+/// agent's lines carry its node (root span), and work on an object names the object's kind
+/// and `namespace/name` (or name) in a span, as do the manager's reconciles.
+fn check_json_logs(agent_log: &Path, manager_log: &Path, node: &str) {
+    let agent = json_lines(agent_log);
+    let manager = json_lines(manager_log);
+    for line in agent.iter().chain(&manager) {
+        for key in ["timestamp", "level", "target", "message"] {
+            assert!(line.get(key).is_some(), "no {key} in {line}");
+        }
+    }
+    // Lines logged inside the agent's tasks carry the root span with the node name.
+    let started = agent
+        .iter()
+        .find(|line| line["message"] == "apps.kruise.io versions chosen")
+        .expect("the agent logged its versions");
+    assert!(has_span(started, "kruised", "node", node), "{started}");
+
+    let pulled = agent
+        .iter()
+        .find(|line| line["message"] == "Successfully pull image")
+        .expect("the agent logged the pull");
+    assert!(has_span(pulled, "kruised", "node", node), "{pulled}");
+    assert!(has_span(pulled, "pull", "kind", "NodeImage"), "{pulled}");
+    assert!(has_span(pulled, "pull", "object", node), "{pulled}");
+
+    let stopped = agent
+        .iter()
+        .find(|line| line["message"] == "stopped container")
+        .expect("the agent logged the stop");
+    assert!(has_span(stopped, "kruised", "node", node), "{stopped}");
+    assert!(
+        has_span(stopped, "crr", "kind", "ContainerRecreateRequest"),
+        "{stopped}"
+    );
+    assert!(
+        has_span(
+            stopped,
+            "crr",
+            "object",
+            &format!("{NAMESPACE}/restart-app")
+        ),
+        "{stopped}"
+    );
+
+    let job_line = manager
+        .iter()
+        .find(|line| {
+            has_span(
+                line,
+                "reconcile",
+                "object",
+                &format!("{NAMESPACE}/everywhere"),
+            )
+        })
+        .expect("the manager logged while reconciling the job");
+    assert!(
+        has_span(job_line, "reconcile", "kind", "ImagePullJob"),
+        "{job_line}"
+    );
+}
+
+fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect()
+}
+
+/// Whether the line's span list has a span `span` whose field `field` is `value`.
+fn has_span(line: &serde_json::Value, span: &str, field: &str, value: &str) -> bool {
+    line["spans"].as_array().is_some_and(|spans| {
+        spans
+            .iter()
+            .any(|s| s["name"] == span && s[field].as_str() == Some(value))
+    })
 }

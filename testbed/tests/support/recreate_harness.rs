@@ -1150,21 +1150,44 @@ impl Kruised {
     /// Starts `binary` against the bed's API server (kubeconfig at `kubeconfig`) and the
     /// test environment's containerd. Its log goes to stderr when `KRUISED_TEST_LOG` is set.
     pub fn start(binary: &Path, kubeconfig: &Path, node: &str) -> Self {
+        let log = std::env::var_os("KRUISED_TEST_LOG").is_some();
+        Self::spawn(
+            binary,
+            kubeconfig,
+            node,
+            &[],
+            if log { Stdio::inherit() } else { Stdio::null() },
+        )
+    }
+
+    /// Like [`Kruised::start`], logging JSON (`--log-format=json`) to the file `log`.
+    pub fn start_json_logged(binary: &Path, kubeconfig: &Path, node: &str, log: &Path) -> Self {
+        let file = std::fs::File::create(log).expect("create the log file");
+        Self::spawn(
+            binary,
+            kubeconfig,
+            node,
+            &["--log-format=json"],
+            Stdio::from(file),
+        )
+    }
+
+    fn spawn(binary: &Path, kubeconfig: &Path, node: &str, args: &[&str], stderr: Stdio) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let log = std::env::var_os("KRUISED_TEST_LOG").is_some();
         let child = Command::new(binary)
             .args(["--node-name", node])
             .args(["--runtime-endpoint", TestEnv::get().runtime_endpoint()])
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(if log { Stdio::inherit() } else { Stdio::null() })
+            .stderr(stderr)
             .spawn()
             .expect("kruised starts");
         Self { child }
