@@ -15,6 +15,7 @@ use kube::core::DynamicObject;
 use serde_json::{Value, json};
 
 use crate::apiserver::{ApiServer, ApiServerConfig};
+use crate::bench_report::Measurement;
 use crate::env::{REFERENCE_CRDS, read_env};
 
 const NODE: &str = "bench-node";
@@ -132,7 +133,7 @@ impl Drop for AgentProcess {
 
 /// Runs the benchmark against the environment in `dir` (from `testbed up` or
 /// `scripts/testenv up`), with the kruised binary at `kruised`.
-pub async fn pull(dir: &Path, kruised: &Path, rounds: usize) -> anyhow::Result<()> {
+pub async fn pull(dir: &Path, kruised: &Path, rounds: usize) -> anyhow::Result<Vec<Measurement>> {
     let env = read_env(&dir.join("env"))?;
     let endpoint = env.get("RUNTIME_ENDPOINT").cloned().unwrap_or_default();
     let registry = env.get("REGISTRY").cloned().unwrap_or_default();
@@ -326,7 +327,56 @@ pub async fn pull(dir: &Path, kruised: &Path, rounds: usize) -> anyhow::Result<(
             row.verb, row.resource, row.requests, row.response_bytes
         );
     }
-    Ok(())
+    Ok(vec![
+        Measurement::median_of(
+            "pull.direct_ms",
+            "direct CRI PullImage, 53.5 MB image (the floor)",
+            &direct,
+            "ms",
+        ),
+        Measurement::median_of(
+            "pull.through_agent_ms",
+            "NodeImage spec write → tag Succeeded, same image",
+            &through_agent,
+            "ms",
+        ),
+        Measurement::median_of(
+            "pull.overhead_ms",
+            "pull overhead: through the agent − direct pull, interleaved rounds",
+            &overhead,
+            "ms",
+        ),
+        Measurement::median_of(
+            "pull.own_overhead_ms",
+            "pull overhead: through the agent − the agent's own PullImage time",
+            &own_overhead,
+            "ms",
+        ),
+        Measurement::single(
+            "pull.rss_idle_mib",
+            "agent RSS idle, 50 tags on its NodeImage",
+            mib(idle_rss.total),
+            "MiB",
+        ),
+        Measurement::single(
+            "pull.rss_peak_mib",
+            "agent RSS peak during 4 concurrent pulls",
+            mib(peak.total),
+            "MiB",
+        ),
+        Measurement::single(
+            "pull.api_requests_per_tag",
+            "agent API requests per pulled tag",
+            requests as f64 / rounds as f64,
+            "requests",
+        ),
+        Measurement::single(
+            "pull.api_kib_per_tag",
+            "agent API response bytes per pulled tag",
+            bytes as f64 / rounds as f64 / 1024.0,
+            "KiB",
+        ),
+    ])
 }
 
 /// The kruised binary next to this testbed binary (same target profile).

@@ -19,9 +19,8 @@
 //!    CRRs completed per second, and kruised's peak RSS (`VmHWM`) and sampled `VmRSS`.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,10 +37,11 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use crate::apiserver::{ApiServer, ApiServerConfig};
+use crate::bench_process::{AgentProcess, cpu_time, proc_status_kib};
+use crate::bench_report::Measurement;
 use crate::env::{REFERENCE_CRDS, read_env};
 use crate::kubelet::{Kubelet, KubeletConfig, KubeletHandle};
 
@@ -73,7 +73,7 @@ pub struct RecreateBench {
 }
 
 /// Runs both parts and prints the numbers.
-pub async fn recreate(bench: &RecreateBench) -> anyhow::Result<()> {
+pub async fn recreate(bench: &RecreateBench) -> anyhow::Result<Vec<Measurement>> {
     anyhow::ensure!(bench.rounds > 0, "--rounds must be at least 1");
     anyhow::ensure!(
         bench.pods > 0 && bench.crrs <= 2 * bench.pods,
@@ -81,14 +81,15 @@ pub async fn recreate(bench: &RecreateBench) -> anyhow::Result<()> {
     );
     let logs = bench.dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let mut measurements = Vec::new();
     if bench.latency {
-        latency(bench).await?;
+        measurements.extend(latency(bench).await?);
     }
     if bench.throughput {
-        throughput(bench).await?;
+        measurements.extend(throughput(bench).await?);
     }
     println!("  kruised logs: {}/bench-recreate-*.log", logs.display());
-    Ok(())
+    Ok(measurements)
 }
 
 // ---- part 1: latency on real containerd ---------------------------------------------------
@@ -105,7 +106,7 @@ struct Round {
     snapshot_to_completed: f64,
 }
 
-async fn latency(bench: &RecreateBench) -> anyhow::Result<()> {
+async fn latency(bench: &RecreateBench) -> anyhow::Result<Vec<Measurement>> {
     let env = read_env(&bench.dir.join("env"))?;
     let var = |key: &str| {
         env.get(key)
@@ -161,6 +162,27 @@ async fn latency(bench: &RecreateBench) -> anyhow::Result<()> {
         let (min, max) = (values[0], values[values.len() - 1]);
         println!("  {label:46} {median:8.1} ms  [{min:.1}, {max:.1}]");
     }
+    let column = |pick: Column| rounds.iter().map(pick).collect::<Vec<f64>>();
+    let measurements = vec![
+        Measurement::median_of(
+            "recreate.create_to_stop_ms",
+            "CRR created → old container stopped (its finishedAt), real containerd",
+            &column(|r| r.create_to_stop),
+            "ms",
+        ),
+        Measurement::median_of(
+            "recreate.create_to_completed_net_ms",
+            "CRR created → Completed, minus the container's own stop + start",
+            &column(|r| r.create_to_completed - r.own_stop_start),
+            "ms",
+        ),
+        Measurement::median_of(
+            "recreate.started_to_completed_ms",
+            "new container started → CRR Completed",
+            &column(|r| r.started_to_completed),
+            "ms",
+        ),
+    ];
     for (name, label) in [
         (
             "kruised_crr_creation_to_kill_seconds",
@@ -178,7 +200,7 @@ async fn latency(bench: &RecreateBench) -> anyhow::Result<()> {
             );
         }
     }
-    Ok(())
+    Ok(measurements)
 }
 
 impl Bed {
@@ -240,7 +262,7 @@ impl Bed {
 
 // ---- part 2: throughput on the fake CRI ---------------------------------------------------
 
-async fn throughput(bench: &RecreateBench) -> anyhow::Result<()> {
+async fn throughput(bench: &RecreateBench) -> anyhow::Result<Vec<Measurement>> {
     let sockets = tempfile_dir("kruised-bench-recreate")?;
     let fake = FakeCri::new();
     let handle = fake.serve_unix(sockets.join("cri.sock")).await?;
@@ -292,7 +314,35 @@ async fn throughput(bench: &RecreateBench) -> anyhow::Result<()> {
         run.hwm_kib as f64 / 1024.0,
         run.sampled_peak_kib as f64 / 1024.0
     );
-    Ok(())
+    Ok(vec![
+        Measurement::single(
+            "recreate.throughput_crrs_per_s",
+            &format!(
+                "{} CRRs over {} pods created at once, fake CRI: CRRs completed per second",
+                bench.crrs, bench.pods
+            ),
+            bench.crrs as f64 / total,
+            "CRRs/s",
+        ),
+        Measurement::single(
+            "recreate.stop_calls_per_crr",
+            "StopContainer calls per CRR",
+            run.stops as f64 / bench.crrs as f64,
+            "calls",
+        ),
+        Measurement::single(
+            "recreate.rss_idle_mib",
+            &format!("agent RSS idle with {} pods", bench.pods),
+            run.idle_rss_kib as f64 / 1024.0,
+            "MiB",
+        ),
+        Measurement::single(
+            "recreate.rss_peak_mib",
+            &format!("agent peak RSS (VmHWM) during the {} CRRs", bench.crrs),
+            run.hwm_kib as f64 / 1024.0,
+            "MiB",
+        ),
+    ])
 }
 
 struct ThroughputRun {
@@ -403,7 +453,7 @@ struct Bed {
     crrs: Api<DynamicObject>,
     kubelet: KubeletHandle,
     manager: Manager,
-    agent: Agent,
+    agent: AgentProcess,
 }
 
 impl Bed {
@@ -429,7 +479,7 @@ impl Bed {
             )
         })
         .await?;
-        let agent = Agent::spawn(
+        let agent = AgentProcess::spawn(
             &bench.kruised,
             node,
             runtime_endpoint,
@@ -757,84 +807,6 @@ fn every_container_replaced_and_ready(crr: &DynamicObject, snapshot: &Value) -> 
 
 // ---- the kruised process -------------------------------------------------------------------
 
-/// The kruised binary, killed when dropped (also when the bench fails half-way).
-struct Agent {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Agent {
-    fn spawn(
-        kruised: &Path,
-        node: &str,
-        runtime_endpoint: &str,
-        kubeconfig: &Path,
-        log: &Path,
-    ) -> anyhow::Result<Self> {
-        // A free port for /metrics and /readyz (released just before kruised binds it).
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let log_file =
-            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let child = Command::new(kruised)
-            .args(["--node-name", node, "--runtime-endpoint", runtime_endpoint])
-            .arg(format!("--addr={addr}"))
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .with_context(|| format!("starting {}", kruised.display()))?;
-        Ok(Self { child, addr })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    async fn get(&self, path: &str) -> anyhow::Result<(bool, String)> {
-        let mut stream = tokio::net::TcpStream::connect(self.addr).await?;
-        stream
-            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr).as_bytes())
-            .await?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await?;
-        let ok = response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200");
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
-            .unwrap_or_default();
-        Ok((ok, body))
-    }
-
-    /// Waits for `/readyz` (both watches listed, CRI and API server reached).
-    async fn wait_ready(&self) -> anyhow::Result<()> {
-        let start = Instant::now();
-        loop {
-            if let Ok((true, _)) = self.get("/readyz").await {
-                return Ok(());
-            }
-            anyhow::ensure!(
-                start.elapsed() < DEADLINE,
-                "kruised not ready after {DEADLINE:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn scrape(&self) -> anyhow::Result<String> {
-        let (ok, body) = self.get("/metrics").await?;
-        anyhow::ensure!(ok, "GET /metrics failed");
-        Ok(body)
-    }
-}
-
 // ---- helpers ---------------------------------------------------------------------------------
 
 fn crr_resource() -> kube::core::ApiResource {
@@ -876,27 +848,6 @@ fn running(status: &ContainerStatus) -> bool {
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
-}
-
-/// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|value| value.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-}
-
-/// CPU time the process (all its threads, live or exited) has used: `utime + stime` of
-/// `/proc/<pid>/stat`, in clock ticks of 10 ms (`USER_HZ` is 100 in Linux's user ABI).
-fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
 }
 
 /// `<name>_sum / <name>_count` of a histogram in OpenMetrics text.

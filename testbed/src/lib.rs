@@ -4,7 +4,11 @@
 pub mod apiserver;
 pub mod bench;
 pub mod bench_manager;
+pub mod bench_process;
 pub mod bench_recreate;
+pub mod bench_report;
+pub mod bench_scale;
+pub mod bench_suite;
 pub mod env;
 pub mod fakecri;
 pub mod kubelet;

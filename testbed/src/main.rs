@@ -137,6 +137,48 @@ enum Command {
         #[arg(long)]
         kruised: Option<PathBuf>,
     },
+    /// Simulate a fleet: N real agent processes on fake CRIs and a manager (see README).
+    BenchScale {
+        /// Simulated nodes (agent processes).
+        #[arg(long, default_value_t = 500)]
+        nodes: usize,
+        /// The ImagePullJob's parallelism.
+        #[arg(long, default_value_t = 50)]
+        parallelism: usize,
+        /// Milliseconds each fake CRI pull takes.
+        #[arg(long, default_value_t = 1000)]
+        pull_ms: u64,
+        /// Seconds of the steady-state window.
+        #[arg(long, default_value_t = 60)]
+        steady_seconds: u64,
+        /// The kruised binary (default: next to this one).
+        #[arg(long)]
+        kruised: Option<PathBuf>,
+    },
+    /// Every benchmark in one run; writes OUT/results.json and OUT/REPORT.md.
+    Bench {
+        /// An environment from `testbed up` or `scripts/testenv up`.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where the report goes.
+        #[arg(long, default_value = "bench")]
+        out: PathBuf,
+        /// Rounds of the pull, recreate and start-up measurements.
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+        /// Nodes of the fleet simulation.
+        #[arg(long, default_value_t = 500)]
+        nodes: usize,
+        /// The fleet's ImagePullJob parallelism.
+        #[arg(long, default_value_t = 50)]
+        parallelism: usize,
+        /// Seconds of the fleet's steady-state window.
+        #[arg(long, default_value_t = 60)]
+        steady_seconds: u64,
+        /// The kruised binary (default: next to this one).
+        #[arg(long)]
+        kruised: Option<PathBuf>,
+    },
     /// Run a bandwidth-limiting TCP proxy until SIGTERM/SIGINT.
     Proxy {
         /// Listen address.
@@ -232,7 +274,7 @@ fn main() -> anyhow::Result<()> {
                 kruised,
             } => {
                 let kruised = kruised.unwrap_or_else(testbed::bench::sibling_kruised);
-                testbed::bench::pull(&dir, &kruised, rounds).await
+                testbed::bench::pull(&dir, &kruised, rounds).await.map(drop)
             }
             Command::BenchRecreate {
                 dir,
@@ -253,6 +295,7 @@ fn main() -> anyhow::Result<()> {
                     throughput: part != "latency",
                 })
                 .await
+                .map(drop)
             }
             Command::BenchManager {
                 nodes,
@@ -268,6 +311,60 @@ fn main() -> anyhow::Result<()> {
                     parallelisms: vec![Some(50), None],
                 };
                 testbed::bench_manager::manager(config, &kruised).await
+            }
+            Command::BenchScale {
+                nodes,
+                parallelism,
+                pull_ms,
+                steady_seconds,
+                kruised,
+            } => {
+                let kruised = kruised.unwrap_or_else(testbed::bench::sibling_kruised);
+                let config = testbed::bench_scale::ScaleConfig {
+                    nodes,
+                    parallelism,
+                    pull_duration: Duration::from_millis(pull_ms),
+                    steady: Duration::from_secs(steady_seconds),
+                };
+                let measurements = testbed::bench_scale::scale(&config, &kruised).await?;
+                println!(
+                    "{}",
+                    testbed::bench_scale::extrapolate(&measurements, nodes, 5000)
+                );
+                Ok(())
+            }
+            Command::Bench {
+                dir,
+                out,
+                rounds,
+                nodes,
+                parallelism,
+                steady_seconds,
+                kruised,
+            } => {
+                let kruised = kruised.unwrap_or_else(testbed::bench::sibling_kruised);
+                let command = std::env::args().collect::<Vec<_>>().join(" ");
+                let report = testbed::bench_suite::run(&testbed::bench_suite::SuiteConfig {
+                    dir,
+                    kruised,
+                    out: out.clone(),
+                    rounds,
+                    scale: testbed::bench_scale::ScaleConfig {
+                        nodes,
+                        parallelism,
+                        pull_duration: Duration::from_millis(1000),
+                        steady: Duration::from_secs(steady_seconds),
+                    },
+                    command,
+                })
+                .await?;
+                println!("{}", report.to_markdown());
+                eprintln!(
+                    "wrote {}/results.json and {}/REPORT.md",
+                    out.display(),
+                    out.display()
+                );
+                Ok(())
             }
             Command::Fakecri { dir, nodes } => {
                 testbed::fakecri::run(&dir, nodes, wait_for_signal()).await?;

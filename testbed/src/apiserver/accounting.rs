@@ -25,6 +25,32 @@ pub struct Usage {
 #[derive(Debug, Default)]
 pub struct Accounting {
     rows: Mutex<BTreeMap<(String, String, String), Usage>>,
+    /// Watches open now, by (resource, user agent): the scale benchmark's connections per
+    /// agent. Not cleared by [`Accounting::reset`]: it is a gauge, not a count.
+    open_watches: Mutex<BTreeMap<(String, String), u64>>,
+}
+
+/// An open watch; the gauge goes down when it is dropped.
+#[derive(Debug)]
+pub struct OpenWatch {
+    accounting: std::sync::Arc<Accounting>,
+    key: (String, String),
+}
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        let mut open = self
+            .accounting
+            .open_watches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
 }
 
 impl Accounting {
@@ -67,6 +93,35 @@ impl Accounting {
             .collect()
     }
 
+    /// Counts a watch as open until the returned guard is dropped.
+    pub fn watch_opened(
+        self: &std::sync::Arc<Self>,
+        resource: &str,
+        user_agent: &str,
+    ) -> OpenWatch {
+        let key = (resource.to_string(), user_agent.to_string());
+        *self
+            .open_watches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default() += 1;
+        OpenWatch {
+            accounting: std::sync::Arc::clone(self),
+            key,
+        }
+    }
+
+    /// Watches open now: `(resource, user agent, count)`.
+    pub fn open_watches(&self) -> Vec<(String, String, u64)> {
+        self.open_watches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|((resource, agent), count)| (resource.clone(), agent.clone(), *count))
+            .collect()
+    }
+
     /// Forgets everything counted so far.
     pub fn reset(&self) {
         self.rows.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -90,5 +145,21 @@ mod tests {
         assert_eq!(rows[0].response_bytes, 100);
         accounting.reset();
         assert!(accounting.snapshot().is_empty());
+    }
+
+    #[test]
+    fn open_watches_are_a_gauge_that_reset_keeps() {
+        let accounting = std::sync::Arc::new(Accounting::default());
+        let first = accounting.watch_opened("pods", "kruised/0.1.0");
+        let second = accounting.watch_opened("pods", "kruised/0.1.0");
+        accounting.reset();
+        assert_eq!(
+            accounting.open_watches(),
+            vec![("pods".to_string(), "kruised/0.1.0".to_string(), 2)]
+        );
+        drop(first);
+        assert_eq!(accounting.open_watches()[0].2, 1);
+        drop(second);
+        assert!(accounting.open_watches().is_empty());
     }
 }

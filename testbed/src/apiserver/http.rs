@@ -960,7 +960,12 @@ fn watch(
     let subscription = state.store.watch(&info, start);
     let mut drops = state.faults.watch_drops();
     let bookmark_interval = state.bookmark_interval;
+    let open = account
+        .accounting
+        .watch_opened(&account.resource, &account.user_agent);
     tokio::spawn(async move {
+        // Open for as long as this task streams.
+        let _open = open;
         let send = |bytes: Bytes| {
             account.bytes(bytes.len() as u64);
             sender.send(bytes)
