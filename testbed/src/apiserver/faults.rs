@@ -462,7 +462,11 @@ mod tests {
             .await
             .expect("the drops end after their duration")
             .unwrap();
-        assert!(faults.watch_drops_done() >= 2, "{}", faults.watch_drops_done());
+        assert!(
+            faults.watch_drops_done() >= 2,
+            "{}",
+            faults.watch_drops_done()
+        );
     }
 
     #[tokio::test]
