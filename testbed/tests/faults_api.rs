@@ -192,7 +192,18 @@ impl Case {
                 1,
                 "{name} restarted exactly once"
             );
-            assert_eq!(self.bed.kills(uid, "app").await, 1, "{name}: one Killing");
+            // Events are retried in the background when the API server fails them.
+            let kills = poll(
+                WORK_DEADLINE,
+                EVERY,
+                &format!("{name}: Killing"),
+                || async {
+                    let kills = self.bed.kills(uid, "app").await;
+                    (kills >= 1).then_some(kills)
+                },
+            )
+            .await;
+            assert_eq!(kills, 1, "{name}: one Killing event");
         }
         assert_eq!(
             self.agent.pull_calls(),
@@ -457,4 +468,462 @@ async fn a_30s_outage_in_the_middle_of_work_is_ridden_out_and_nothing_is_done_tw
     case.assert_done(&crrs).await;
     case.report("outage");
     case.bed.finish().await;
+}
+
+// ---- bad input in bulk --------------------------------------------------------------------
+
+/// Whether the API server refuses to create `object` (its schema or size limits).
+async fn refused(api: &Api<DynamicObject>, object: Value) -> Option<String> {
+    let object: DynamicObject = serde_json::from_value(object).unwrap();
+    match api.create(&PostParams::default(), &object).await {
+        Ok(_) => None,
+        Err(kube::Error::Api(status)) => Some(format!("{}: {}", status.code, status.message)),
+        Err(error) => panic!("{error}"),
+    }
+}
+
+/// A CRR object for `pod` as the webhook would complete it, with `containers` as given.
+fn crr_object(node: &str, pod: &Pod, containers: Value) -> Value {
+    json!({
+        "apiVersion": "apps.kruise.io/v1beta1", "kind": "ContainerRecreateRequest",
+        "metadata": {"name": unique("bad"), "namespace": "default", "labels": {
+            "crr.apps.kruise.io/node-name": node,
+            "crr.apps.kruise.io/pod-uid": pod.metadata.uid.as_deref().unwrap(),
+            "crr.apps.kruise.io/active": "true",
+        }},
+        "spec": {
+            "podName": pod.metadata.name.as_deref().unwrap(),
+            "containers": containers,
+            "strategy": {"failurePolicy": "Fail", "terminationGracePeriodSeconds": 5},
+            "activeDeadlineSeconds": 300,
+        },
+    })
+}
+
+fn container(name: &str, id: &str) -> Value {
+    json!([{"name": name, "statusContext": {"containerID": id, "restartCount": 0}}])
+}
+
+/// A Secret of `type_` with `key` holding `data` (base64-encoded here).
+fn secret(name: &str, type_: &str, key: &str, data: &str) -> k8s_openapi::api::core::v1::Secret {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": "default"},
+        "type": type_,
+        "data": {key: k8s_openapi::ByteString(data.as_bytes().to_vec())},
+    }))
+    .unwrap()
+}
+
+/// Missing repositories in the bad-input NodeImage (each fails at its one pull).
+const MISSING: u64 = 101;
+
+/// A tag that is not retried: bad input fails at the first attempt anyway.
+fn once(tag: &str) -> Value {
+    let mut spec = tag_spec(tag);
+    spec["pullPolicy"]["backoffLimit"] = json!(0);
+    spec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_in_bulk_gets_precise_messages_while_the_good_work_finishes_and_memory_stays_bounded()
+ {
+    let mut case = Case::start(5).await;
+    let env = TestEnv::get();
+    let bed = &case.bed;
+    let node = bed.node.clone();
+    // Victims of the bad CRRs (CRRs of one pod are served one after the other, so the
+    // good CRRs' pods get none of them), and a pod bound to another node.
+    let (ghost_name, victim_name) = (unique("victim"), unique("victim"));
+    let (victim_ghost, victim) = tokio::join!(
+        bed.running_pod(&ghost_name, &["app"]),
+        bed.running_pod(&victim_name, &["app"]),
+    );
+    let elsewhere = bed
+        .create_pod(serde_json::from_value(json!({
+            "metadata": {"name": unique("elsewhere")},
+            "spec": {"nodeName": "other-node", "containers": [{"name": "app", "image": env.image("test/busybox:1")}]},
+        }))
+        .unwrap())
+        .await;
+    let crrs: Api<DynamicObject> = bed.crrs.clone();
+
+    // What the real CRD schemas and the API server's limits refuse does not count as
+    // applied: confirm they are refused.
+    let huge = "x".repeat(1024 * 1024);
+    let mut too_big = crr_object(&node, &victim, container("app", "docker://0123"));
+    too_big["metadata"]["annotations"] = json!({"test.kruised.io/huge": huge});
+    let mut no_pod_name = crr_object(&node, &victim, container("app", "docker://0123"));
+    no_pod_name["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("podName");
+    let mut bad_policy = crr_object(&node, &victim, container("app", "docker://0123"));
+    bad_policy["spec"]["strategy"]["failurePolicy"] = json!("Sometimes");
+    let mut negative_deadline = crr_object(&node, &victim, container("app", "docker://0123"));
+    negative_deadline["spec"]["activeDeadlineSeconds"] = json!(-1);
+    let mut no_status_context = crr_object(&node, &victim, json!([{"name": "app"}]));
+    no_status_context["spec"]["containers"][0]["statusContext"] = json!({"restartCount": 0});
+    for (what, object) in [
+        ("a 1 MiB annotation", too_big),
+        ("no podName", no_pod_name),
+        ("failurePolicy outside its enum", bad_policy),
+        ("a negative activeDeadlineSeconds", negative_deadline),
+        ("a statusContext without containerID", no_status_context),
+    ] {
+        let refusal = refused(&crrs, object).await;
+        assert!(
+            refusal.is_some(),
+            "the API server accepted a CRR with {what}"
+        );
+        eprintln!("[bad input] refused, {what}: {}", refusal.unwrap());
+    }
+    let other_images = nodeimages(bed);
+    let refusal = refused(
+        &other_images,
+        json!({"apiVersion": "apps.kruise.io/v1beta1", "kind": "NodeImage",
+               "metadata": {"name": unique("refused")},
+               "spec": {"images": {"x": {"tags": [{"version": 1}]}}}}),
+    )
+    .await;
+    assert!(refusal.is_some(), "a NodeImage tag without its name");
+
+    // Pull Secrets: one good, two hostile but valid for a real API server (which checks that
+    // a dockerconfigjson Secret holds JSON, so broken JSON goes in an Opaque one).
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(bed.client.clone(), "default");
+    let auth = format!(
+        "{}:{}",
+        env.var("REGISTRY_USER"),
+        env.var("REGISTRY_PASSWORD")
+    );
+    let good_config = json!({"auths": {env.registry_auth(): {"auth": base64(&auth)}}}).to_string();
+    for object in [
+        secret(
+            "good-pull",
+            "kubernetes.io/dockerconfigjson",
+            ".dockerconfigjson",
+            &good_config,
+        ),
+        secret(
+            "broken-json",
+            "Opaque",
+            ".dockerconfigjson",
+            "{\"auths\": {\"x\": ",
+        ),
+        secret(
+            "wrong-shape",
+            "kubernetes.io/dockerconfigjson",
+            ".dockerconfigjson",
+            "[]",
+        ),
+    ] {
+        secrets
+            .create(&PostParams::default(), &object)
+            .await
+            .unwrap();
+    }
+
+    // The NodeImage: 4 good images (5 tags) and 252 bad ones, 256 in all (the webhook's
+    // cap).
+    let registry = env.registry();
+    let mut images = serde_json::Map::new();
+    let good_tags = [
+        (env.image("test/busybox"), "1"),
+        (env.image("test/busybox"), "2"),
+        (env.image("test/pause"), "1"),
+        (env.image("test/big"), "1"),
+        (format!("{}/test/busybox", env.registry_auth()), "1"),
+    ];
+    // busybox:1 and busybox:2 share an image key.
+    images.insert(
+        env.image("test/busybox"),
+        json!({"tags": [tag_spec("1"), tag_spec("2")]}),
+    );
+    images.insert(env.image("test/pause"), json!({"tags": [tag_spec("1")]}));
+    images.insert(env.image("test/big"), json!({"tags": [tag_spec("1")]}));
+    images.insert(
+        format!("{}/test/busybox", env.registry_auth()),
+        json!({"tags": [tag_spec("1")], "pullSecrets": [{"namespace": "default", "name": "good-pull"}]}),
+    );
+    // (image key, tag, expected message) of every bad entry.
+    let mut bad_tags: Vec<(String, String, String)> = Vec::new();
+    let mut add = |images: &mut serde_json::Map<String, Value>,
+                   key: String,
+                   tag: String,
+                   spec: Value,
+                   expected: String| {
+        images.insert(key.clone(), spec);
+        bad_tags.push((key, tag, expected));
+    };
+    for i in 0..60 {
+        let key = format!("{registry}/Test/Upper{i}");
+        let expected = format!(
+            "invalid image reference \"{key}:1\": repository name \"Test/Upper{i}\" must be lowercase"
+        );
+        add(
+            &mut images,
+            key,
+            "1".into(),
+            json!({"tags": [once("1")]}),
+            expected,
+        );
+    }
+    for i in 0..60 {
+        let key = format!("{registry}/test/badtag{i}");
+        // A 200-character tag: longer than the 128 a reference allows.
+        let tag = if i % 2 == 0 {
+            format!("-bad{i}")
+        } else {
+            "t".repeat(200)
+        };
+        let expected = format!("invalid image reference \"{key}:{tag}\": invalid tag \"{tag}\"");
+        add(
+            &mut images,
+            key,
+            tag.clone(),
+            json!({"tags": [once(&tag)]}),
+            expected,
+        );
+    }
+    for i in 0..MISSING {
+        let key = format!("{registry}/test/missing{i}");
+        let expected = format!("Failed to pull image reference \"{key}:1\": ");
+        add(
+            &mut images,
+            key,
+            "1".into(),
+            json!({"tags": [once("1")]}),
+            expected,
+        );
+    }
+    let refs = [
+        (
+            "broken-json",
+            "failed to parse secret default/broken-json: type \"Opaque\" is not a registry credential; expected \"kubernetes.io/dockerconfigjson\" or \"kubernetes.io/dockercfg\"",
+        ),
+        (
+            "wrong-shape",
+            "failed to parse secret default/wrong-shape: .dockerconfigjson must be an object",
+        ),
+        (
+            "no-such-secret",
+            "pull secret default/no-such-secret not found",
+        ),
+    ];
+    for i in 0..31 {
+        let (name, expected) = refs[i % refs.len()];
+        let key = format!("{}/test/secret{i}", env.registry_auth());
+        add(
+            &mut images,
+            key,
+            "1".into(),
+            json!({"tags": [once("1")], "pullSecrets": [{"namespace": "default", "name": name}]}),
+            expected.to_string(),
+        );
+    }
+    assert_eq!(images.len(), 256);
+    assert_eq!(bad_tags.len(), 252);
+
+    // The bad CRRs, 150 of them.
+    let mut bad_crrs: Vec<(Value, String)> = Vec::new();
+    for _ in 0..10 {
+        let crr = crr_object(
+            &node,
+            &victim_ghost,
+            container("ghost", "containerd://0123456789abcdef"),
+        );
+        bad_crrs.push((crr, "ghost".into()));
+    }
+    for _ in 0..40 {
+        let crr = crr_object(&node, &victim, json!([]));
+        bad_crrs.push((
+            crr,
+            "failed to find runtime service: no runtime type found in Pod".into(),
+        ));
+    }
+    for _ in 0..50 {
+        let crr = crr_object(
+            &node,
+            &elsewhere,
+            container("app", "containerd://0123456789abcdef"),
+        );
+        let expected = format!(
+            "pod default/{} is bound to node other-node, not to this node {node}",
+            elsewhere.metadata.name.as_deref().unwrap()
+        );
+        bad_crrs.push((crr, expected));
+    }
+    for _ in 0..20 {
+        let crr = crr_object(&node, &victim, container("app", "0123456789abcdef"));
+        bad_crrs.push((crr, "failed to find runtime service: failed to parse containerID 0123456789abcdef in app container: invalid container ID: \"0123456789abcdef\"".into()));
+    }
+    let docker = "failed to find runtime service: not found runtime service for docker in daemon";
+    for i in 0..30 {
+        let mut crr = crr_object(
+            &node,
+            &victim,
+            container("app", "docker://0123456789abcdef"),
+        );
+        if i < 10 {
+            // Big but within the API server's 256 KiB of annotations.
+            crr["metadata"]["annotations"] = json!({"test.kruised.io/big": "y".repeat(250 * 1024)});
+        } else if i < 20 {
+            // Unknown fields (pruned by the structural schema) and odd but valid values.
+            crr["spec"]["containers"][0]["bogus"] = json!({"deep": [[[{"x": 1}]]]});
+            crr["spec"]["surplus"] = json!(["a", 1, null]);
+            crr["spec"]["strategy"]["minStartedSeconds"] = json!(2147483647);
+            crr["spec"]["ttlSecondsAfterFinished"] = json!(0);
+        } else {
+            crr["metadata"]["labels"]["test.kruised.io/odd"] = json!("a".repeat(63));
+            crr["spec"]["strategy"]["unreadyGracePeriodSeconds"] = json!(0);
+        }
+        bad_crrs.push((crr, docker.into()));
+    }
+    assert_eq!(bad_crrs.len(), 150);
+
+    // All at once: the NodeImage write, the 150 bad CRRs and the 5 good ones.
+    let (bad_names, good_crrs, ()) = tokio::join!(
+        futures::future::join_all(bad_crrs.iter().map(|(object, _)| {
+            let crrs = crrs.clone();
+            let object: DynamicObject = serde_json::from_value(object.clone()).unwrap();
+            async move {
+                crrs.create(&PostParams::default(), &object)
+                    .await
+                    .expect("a schema-valid bad CRR is accepted")
+                    .metadata
+                    .name
+                    .unwrap()
+            }
+        })),
+        futures::future::join_all((0..5).map(|i| case.recreate(i))),
+        case.set_images(Value::Object(images)),
+    );
+
+    // The good work finishes.
+    for (image, tag) in &good_tags {
+        tag_until(&case.bed, image, tag, "Succeeded", |t| {
+            t["phase"] == "Succeeded"
+        })
+        .await;
+    }
+    for name in &good_crrs {
+        let crr = crr_until(&case.bed, name, "Completed", |crr| {
+            phase(crr) == "Completed"
+        })
+        .await;
+        assert_eq!(
+            states(&crr),
+            vec![json!({"name": "app", "phase": "Succeeded", "isKilled": true})],
+            "{name}"
+        );
+    }
+    // Every bad tag fails with its message.
+    for (image, tag, expected) in &bad_tags {
+        let status = tag_until(&case.bed, image, tag, "Failed", |t| t["phase"] == "Failed").await;
+        let text = status["message"].as_str().unwrap_or("");
+        assert!(
+            text.starts_with(expected.as_str()),
+            "{image}:{tag}: {text:?}, expected {expected:?}"
+        );
+    }
+    // Every bad CRR: the ghosts wait for a container that is not there (kruise's state,
+    // until the manager's deadline); the others complete with their message.
+    for ((_, expected), name) in bad_crrs.iter().zip(&bad_names) {
+        if expected == "ghost" {
+            continue;
+        }
+        let crr = crr_until(&case.bed, name, "Completed", |crr| {
+            phase(crr) == "Completed"
+        })
+        .await;
+        assert_eq!(message(&crr), expected, "{name}");
+    }
+    let ghosts: Vec<&String> = bad_crrs
+        .iter()
+        .zip(&bad_names)
+        .filter(|((_, expected), _)| expected == "ghost")
+        .map(|(_, name)| name)
+        .collect();
+    let picked = poll(WORK_DEADLINE, EVERY, "a ghost CRR picked", || async {
+        for name in &ghosts {
+            let crr = case.bed.crrs.get(name).await.ok()?;
+            if phase(&crr) == "Recreating" && !states(&crr).is_empty() {
+                return Some(crr);
+            }
+        }
+        None
+    })
+    .await;
+    assert_eq!(
+        states(&picked),
+        vec![
+            json!({"name": "ghost", "phase": "Pending", "message": "not found container on Node"})
+        ]
+    );
+    for name in &ghosts {
+        if Some(name.as_str()) != picked.metadata.name.as_deref() {
+            crr_until(&case.bed, name, "Pending behind the picked one", |crr| {
+                phase(crr) == "Pending"
+            })
+            .await;
+        }
+    }
+    // Events: one FailedRecreate per completed bad CRR, one PullImageFailed per bad tag.
+    let events = poll(WORK_DEADLINE, EVERY, "every Warning event", || async {
+        let events = case.bed.events.list(&Default::default()).await.ok()?.items;
+        let failed_recreate = events
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("FailedRecreate"))
+            .count();
+        let failed_pull = events
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("PullImageFailed"))
+            .count();
+        (failed_recreate >= 140 && failed_pull >= 252).then_some(events)
+    })
+    .await;
+    for ((_, expected), name) in bad_crrs.iter().zip(&bad_names) {
+        if expected == "ghost" {
+            continue;
+        }
+        let warnings: Vec<_> = events
+            .iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name.as_str()))
+            .collect();
+        assert_eq!(warnings.len(), 1, "{name}: {warnings:?}");
+        assert_eq!(warnings[0].message.as_deref(), Some(expected.as_str()));
+        assert_eq!(warnings[0].type_.as_deref(), Some("Warning"));
+    }
+    for (image, tag, expected) in &bad_tags {
+        let prefix = format!("Image {image}:{tag} {expected}");
+        assert!(
+            events
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("PullImageFailed")
+                    && e.message.as_deref().is_some_and(|m| m.starts_with(&prefix))),
+            "no PullImageFailed event for {image}:{tag}"
+        );
+    }
+    // Nothing pulled twice: the good tags and the missing repositories, once each; bad
+    // references and bad Secrets never reach the runtime.
+    assert_eq!(case.agent.pull_calls(), 5 + MISSING);
+    let (rss, hwm) = case.agent.memory_kib();
+    eprintln!("[bad input] kruised VmRSS {rss} KiB, VmHWM {hwm} KiB");
+    assert!(
+        hwm < 64 * 1024,
+        "kruised's peak RSS {hwm} KiB stays under 64 MiB (kruise-daemon's limit: 128 MiB)"
+    );
+    case.assert_healthy().await;
+    case.report("bad input");
+    case.bed.finish().await;
+}
+
+fn base64(text: &str) -> String {
+    // ByteString serialises as base64.
+    serde_json::to_value(k8s_openapi::ByteString(text.as_bytes().to_vec()))
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string()
 }
