@@ -174,6 +174,17 @@ impl Case {
                 "{name}"
             );
         }
+        self.assert_each_pod_restarted_once().await;
+        assert_eq!(
+            self.agent.pull_calls(),
+            4,
+            "each tag pulled exactly once (three found, one not found)"
+        );
+        self.assert_healthy().await;
+    }
+
+    /// Every pod's container `app` restarted exactly once: restartCount 1, one Killing.
+    async fn assert_each_pod_restarted_once(&self) {
         for pod in &self.pods {
             let name = pod.metadata.name.as_deref().unwrap();
             let uid = pod.metadata.uid.as_deref().unwrap();
@@ -205,12 +216,6 @@ impl Case {
             .await;
             assert_eq!(kills, 1, "{name}: one Killing event");
         }
-        assert_eq!(
-            self.agent.pull_calls(),
-            4,
-            "each tag pulled exactly once (three found, one not found)"
-        );
-        self.assert_healthy().await;
     }
 
     /// Alive, no panic, ready.
@@ -782,6 +787,7 @@ async fn bad_input_in_bulk_gets_precise_messages_while_the_good_work_finishes_an
     }
     assert_eq!(bad_crrs.len(), 150);
 
+    let idle = case.agent.memory();
     // All at once: the NodeImage write, the 150 bad CRRs and the 5 good ones.
     let (bad_names, good_crrs, ()) = tokio::join!(
         futures::future::join_all(bad_crrs.iter().map(|(object, _)| {
@@ -818,6 +824,7 @@ async fn bad_input_in_bulk_gets_precise_messages_while_the_good_work_finishes_an
             "{name}"
         );
     }
+    case.assert_each_pod_restarted_once().await;
     // Every bad tag fails with its message.
     for (image, tag, expected) in &bad_tags {
         let status = tag_until(&case.bed, image, tag, "Failed", |t| t["phase"] == "Failed").await;
@@ -869,6 +876,18 @@ async fn bad_input_in_bulk_gets_precise_messages_while_the_good_work_finishes_an
             .await;
         }
     }
+    // The bad CRRs' pods were never stopped.
+    for pod in [&victim_ghost, &victim] {
+        let uid = pod.metadata.uid.as_deref().unwrap();
+        assert_eq!(case.bed.kills(uid, "app").await, 0);
+        let now = case
+            .bed
+            .pods
+            .get(pod.metadata.name.as_deref().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(status_of(&now, "app").restart_count, 0);
+    }
     // Events: one FailedRecreate per completed bad CRR, one PullImageFailed per bad tag.
     let events = poll(WORK_DEADLINE, EVERY, "every Warning event", || async {
         let events = case.bed.events.list(&Default::default()).await.ok()?.items;
@@ -908,11 +927,18 @@ async fn bad_input_in_bulk_gets_precise_messages_while_the_good_work_finishes_an
     // Nothing pulled twice: the good tags and the missing repositories, once each; bad
     // references and bad Secrets never reach the runtime.
     assert_eq!(case.agent.pull_calls(), 5 + MISSING);
-    let (rss, hwm) = case.agent.memory_kib();
-    eprintln!("[bad input] kruised VmRSS {rss} KiB, VmHWM {hwm} KiB");
+    let after = case.agent.memory();
+    eprintln!("[bad input] kruised memory before the bad input {idle:?}, after {after:?}");
+    // kruise-daemon's DaemonSet limit is 128 MiB. The test runs the debug binary, whose
+    // file-backed pages (code and debug info mapped in) are several times a release
+    // build's, so the peak is bounded generously and the heap tightly.
     assert!(
-        hwm < 64 * 1024,
-        "kruised's peak RSS {hwm} KiB stays under 64 MiB (kruise-daemon's limit: 128 MiB)"
+        after.hwm_kib < 96 * 1024,
+        "kruised's peak RSS stays under 96 MiB: {after:?}"
+    );
+    assert!(
+        after.anon_kib < 48 * 1024,
+        "kruised's heap stays under 48 MiB with all that input held: {after:?}"
     );
     case.assert_healthy().await;
     case.report("bad input");

@@ -124,8 +124,8 @@ impl AgentProcess {
         }
     }
 
-    /// `(VmRSS, VmHWM)` in KiB.
-    pub fn memory_kib(&self) -> (u64, u64) {
+    /// The process's memory from `/proc/PID/status`.
+    pub fn memory(&self) -> Memory {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         let field = |name: &str| {
@@ -135,8 +135,26 @@ impl AgentProcess {
                 .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
                 .unwrap_or(0)
         };
-        (field("VmRSS:"), field("VmHWM:"))
+        Memory {
+            rss_kib: field("VmRSS:"),
+            hwm_kib: field("VmHWM:"),
+            anon_kib: field("RssAnon:"),
+            file_kib: field("RssFile:"),
+        }
     }
+}
+
+/// Resident memory of a process, in KiB.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    /// `VmRSS`: resident now.
+    pub rss_kib: u64,
+    /// `VmHWM`: the peak of `VmRSS`.
+    pub hwm_kib: u64,
+    /// `RssAnon`: resident heap and stacks (what grows with input).
+    pub anon_kib: u64,
+    /// `RssFile`: resident pages of the binary and libraries (a debug binary's are large).
+    pub file_kib: u64,
 }
 
 impl Drop for AgentProcess {
