@@ -449,6 +449,9 @@ async fn thirty_percent_of_requests_failing_with_500_or_429_for_20s_lose_no_stat
     let crrs = case.submit().await;
     case.assert_done(&crrs).await;
     case.report("30 % 500/429");
+    let failed = case.server().faults().injected_failures();
+    eprintln!("[30 % 500/429] requests of kruised failed: {failed}");
+    assert!(failed > 0, "the faults hit the agent");
     case.bed.finish().await;
 }
 

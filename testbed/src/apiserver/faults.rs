@@ -125,6 +125,8 @@ pub struct Faults {
     outage: watch::Sender<Option<Instant>>,
     /// Re-watches answered 410 Gone by an [`ExpireRule`].
     expired_watches: AtomicU64,
+    /// Requests failed by a [`FailRule`].
+    injected_failures: AtomicU64,
     /// Bumped by [`Faults::clear`]: periodic watch drops started before it stop.
     epoch: AtomicU64,
 }
@@ -149,6 +151,7 @@ impl Faults {
             watch_generation: watch::channel(0).0,
             outage: watch::channel(None).0,
             expired_watches: AtomicU64::new(0),
+            injected_failures: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
         }
     }
@@ -256,6 +259,11 @@ impl Faults {
         self.expired_watches.load(Ordering::SeqCst)
     }
 
+    /// How many requests [`FailRule`]s have failed so far.
+    pub fn injected_failures(&self) -> u64 {
+        self.injected_failures.load(Ordering::SeqCst)
+    }
+
     /// A receiver that changes whenever watches must be dropped.
     pub fn watch_drops(&self) -> watch::Receiver<u64> {
         self.watch_generation.subscribe()
@@ -322,6 +330,7 @@ impl Faults {
             };
             if hit {
                 fail.failed += 1;
+                self.injected_failures.fetch_add(1, Ordering::SeqCst);
                 return (
                     delay,
                     Some(ApiError::injected(
@@ -378,6 +387,7 @@ mod tests {
             .filter(|_| faults.check("get", "pods").1.is_some())
             .count();
         assert_eq!(failed, 30);
+        assert_eq!(faults.injected_failures(), 30);
     }
 
     #[test]
