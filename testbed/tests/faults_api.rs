@@ -8,7 +8,10 @@
 //! alive and ready. Faults are aimed at kruised only (by User-Agent), so the kubelet
 //! stand-in and the test's own requests stay reliable.
 //!
-//! Then bad input in bulk: 200 hostile objects next to 10 good ones.
+//! Then bad input in bulk, all written at once next to 10 good pieces of work (5 tags, 5
+//! CRRs): 150 hostile CRRs, two hostile pull Secrets, and a 256-image NodeImage with 252
+//! bad entries. Each bad one gets its precise status message and Warning event, the good
+//! ones finish, and the agent's memory stays bounded.
 
 mod support;
 
