@@ -52,7 +52,7 @@ pub const FORCE_RECREATE_TARGET_PREFIX: &str = "forceRecreate: stopping containe
 ///    named container has been replaced, which is `Recreating` and killed (crash safety).
 /// 5. it differs from `statusContext` (ID, or a higher restart count): `Recreating`, and
 ///    `Succeeded` once the manager's snapshot has that ID ready and it has run for more than
-///    `minStartedSeconds`.
+///    `minStartedSeconds`; killed either way (it was replaced).
 /// 6. otherwise: `Pending`.
 ///
 /// `isKilled` carries over from `prev` except where said.
@@ -113,11 +113,12 @@ pub fn compute_states(
                 };
             }
             if already_recreated(container.status_context.as_ref(), runtime) {
-                return with(
-                    recreated_phase(crr, runtime, now),
-                    String::new(),
-                    previously_killed,
-                );
+                // Replaced, so stopped (by us or otherwise): killed, as the action pass marks
+                // every `Recreating` state. Carrying `prev` over instead (kruise) loses a
+                // failed write of `isKilled` whenever the retry finds the replacement ready
+                // at once: the CRR then ends `Succeeded` without `isKilled`, though the
+                // container was stopped.
+                return with(recreated_phase(crr, runtime, now), String::new(), true);
             }
             with(
                 ContainerRecreateRequestPhase::Pending,
@@ -600,6 +601,21 @@ mod tests {
                 ));
             }
         }
+    }
+
+    #[test]
+    fn a_lost_is_killed_write_is_restored_when_the_replacement_is_already_ready() {
+        // The kill succeeded but the write of `isKilled` failed (API server 500); by the
+        // retry the kubelet has started app-2 and the manager's snapshot shows it ready.
+        let mut crr = crr_with_containers(&[("app", "containerd://app-1", 0)]);
+        crr.container_recreate_states = vec![state("app", Pending, false)];
+        ready(&mut crr, "app", "app-2");
+        let killed = settle(&mut crr, &after_restart());
+        assert!(killed.is_empty());
+        assert_eq!(
+            crr.container_recreate_states,
+            [state("app", Succeeded, true)]
+        );
     }
 
     #[test]

@@ -293,6 +293,7 @@ async fn a_status_write_that_meets_a_conflict_reads_the_object_again_and_lands()
             matcher: Matcher {
                 verb: Some(verb.into()),
                 resource: Some("nodeimages.apps.kruise.io".into()),
+                user_agent: None,
             },
             code: 500,
             count: None,

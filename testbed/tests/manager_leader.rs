@@ -250,6 +250,7 @@ async fn a_leader_that_cannot_renew_stops_before_the_standby_takes_over() {
         matcher: Matcher {
             verb: Some("update".into()),
             resource: Some("leases.coordination.k8s.io".into()),
+            user_agent: None,
         },
         code: 500,
         count: None,

@@ -4,7 +4,8 @@
 //! | --- | --- | --- |
 //! | POST | `/faults/fail` | [`FailRule`] JSON |
 //! | POST | `/faults/latency` | [`LatencyRule`] JSON |
-//! | POST | `/faults/drop-watches` | – |
+//! | POST | `/faults/drop-watches` | – (now), or `{"everySeconds": P, "durationSeconds": T}` |
+//! | POST | `/faults/expire-watches` | [`ExpireRule`] JSON: re-watches get 410 Gone |
 //! | POST | `/faults/unavailable` | `{"seconds": T}` |
 //! | POST | `/faults/compact` | – |
 //! | POST | `/faults/history` | `{"window": N}` |
@@ -22,7 +23,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use super::faults::{FailRule, LatencyRule};
+use super::faults::{ExpireRule, FailRule, LatencyRule};
 use super::http::{ApiState, Body};
 
 fn reply(status: StatusCode, value: Value) -> Response<Body> {
@@ -72,9 +73,37 @@ pub async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Respons
             }
             Err(e) => reply(StatusCode::BAD_REQUEST, json!({"error": e.to_string()})),
         },
-        (Method::POST, "/faults/drop-watches") => {
-            state.faults.drop_watches();
-            ok()
+        (Method::POST, "/faults/drop-watches") => match parse(&body) {
+            Ok(value) => match (
+                value["everySeconds"].as_f64(),
+                value["durationSeconds"].as_f64(),
+            ) {
+                (None, None) => {
+                    state.faults.drop_watches();
+                    ok()
+                }
+                (Some(every), Some(duration)) if every > 0.0 && duration >= 0.0 => {
+                    state.faults.drop_watches_every(
+                        Duration::from_secs_f64(every),
+                        Duration::from_secs_f64(duration),
+                    );
+                    ok()
+                }
+                _ => reply(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": "everySeconds (> 0) and durationSeconds go together"}),
+                ),
+            },
+            Err(response) => response,
+        },
+        (Method::POST, "/faults/expire-watches") => {
+            match serde_json::from_slice::<ExpireRule>(&body) {
+                Ok(rule) => {
+                    state.faults.expire_watches(rule);
+                    ok()
+                }
+                Err(e) => reply(StatusCode::BAD_REQUEST, json!({"error": e.to_string()})),
+            }
         }
         (Method::POST, "/faults/unavailable") => match parse(&body) {
             Ok(value) => match value["seconds"].as_f64() {

@@ -1,6 +1,9 @@
-//! Fault injection: failed requests, latency, dropped watches, outages, compaction.
+//! Fault injection: failed requests, latency, dropped watches (once or periodically),
+//! expired re-watches (410 Gone), outages, compaction.
 
+use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -19,11 +22,19 @@ pub struct Matcher {
     /// `nodeimages.apps.kruise.io/status`.
     #[serde(default)]
     pub resource: Option<String>,
+    /// A prefix of the client's User-Agent, e.g. `kruised/`: faults for one client only,
+    /// so the test's own requests, the kubelet stand-in's and the agent's can be told apart.
+    #[serde(default)]
+    pub user_agent: Option<String>,
 }
 
 impl Matcher {
-    fn matches(&self, verb: &str, resource: &str) -> bool {
+    fn matches(&self, verb: &str, resource: &str, user_agent: &str) -> bool {
         self.verb.as_deref().is_none_or(|v| v == verb)
+            && self
+                .user_agent
+                .as_deref()
+                .is_none_or(|prefix| user_agent.starts_with(prefix))
             && self.resource.as_deref().is_none_or(|r| {
                 // "pods" also matches "pods/status": a resource names all its subresources.
                 r == resource
@@ -71,6 +82,28 @@ pub struct LatencyRule {
     pub duration_seconds: Option<f64>,
 }
 
+/// Answer re-watches (watches from a resourceVersion) with 410 Gone, as an API server
+/// whose watch cache no longer holds that resourceVersion does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpireRule {
+    /// Which watches (the verb is always `watch`).
+    #[serde(flatten)]
+    pub matcher: Matcher,
+    /// Expire only this many re-watches, then stop (unset: no count limit).
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// Stop after this many seconds (unset: no time limit).
+    #[serde(default)]
+    pub duration_seconds: Option<f64>,
+}
+
+struct ActiveExpire {
+    rule: ExpireRule,
+    until: Option<Instant>,
+    expired: u32,
+}
+
 struct ActiveFail {
     rule: FailRule,
     until: Option<Instant>,
@@ -87,8 +120,15 @@ struct ActiveLatency {
 pub struct Faults {
     fails: Mutex<Vec<ActiveFail>>,
     latencies: Mutex<Vec<ActiveLatency>>,
+    expiries: Mutex<Vec<ActiveExpire>>,
     watch_generation: watch::Sender<u64>,
     outage: watch::Sender<Option<Instant>>,
+    /// Re-watches answered 410 Gone by an [`ExpireRule`].
+    expired_watches: AtomicU64,
+    /// Requests failed by a [`FailRule`].
+    injected_failures: AtomicU64,
+    /// Bumped by [`Faults::clear`]: periodic watch drops started before it stop.
+    epoch: AtomicU64,
 }
 
 impl Default for Faults {
@@ -107,8 +147,12 @@ impl Faults {
         Self {
             fails: Mutex::new(Vec::new()),
             latencies: Mutex::new(Vec::new()),
+            expiries: Mutex::new(Vec::new()),
             watch_generation: watch::channel(0).0,
             outage: watch::channel(None).0,
+            expired_watches: AtomicU64::new(0),
+            injected_failures: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
         }
     }
 
@@ -129,6 +173,7 @@ impl Faults {
             matcher: Matcher {
                 verb: verb.map(str::to_string),
                 resource: resource.map(str::to_string),
+                user_agent: None,
             },
             code,
             count: Some(count),
@@ -149,6 +194,76 @@ impl Faults {
         self.watch_generation.send_modify(|g| *g += 1);
     }
 
+    /// Ends every open watch now and then every `every` until `duration` has passed (or
+    /// [`Faults::clear`]); each client re-watches in between. Needs a tokio runtime; the
+    /// handle ends with the drops.
+    pub fn drop_watches_every(
+        self: &Arc<Self>,
+        every: Duration,
+        duration: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let faults = Arc::downgrade(self);
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let end = Instant::now() + duration;
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every.max(Duration::from_millis(10)));
+            loop {
+                ticks.tick().await;
+                let Some(faults) = faults.upgrade() else {
+                    return;
+                };
+                if Instant::now() >= end || faults.epoch.load(Ordering::SeqCst) != epoch {
+                    return;
+                }
+                faults.drop_watches();
+            }
+        })
+    }
+
+    /// How many times watches were dropped so far.
+    pub fn watch_drops_done(&self) -> u64 {
+        *self.watch_generation.borrow()
+    }
+
+    /// Adds a rule expiring re-watches with 410 Gone.
+    pub fn expire_watches(&self, rule: ExpireRule) {
+        let until = until(rule.duration_seconds);
+        lock(&self.expiries).push(ActiveExpire {
+            rule,
+            until,
+            expired: 0,
+        });
+    }
+
+    /// Whether a watch of `resource` from a resourceVersion by `user_agent` must be
+    /// answered 410 Gone (counts it when so).
+    pub fn check_rewatch(&self, resource: &str, user_agent: &str) -> bool {
+        let now = Instant::now();
+        let mut expiries = lock(&self.expiries);
+        expiries.retain(|e| {
+            e.until.is_none_or(|u| now < u) && e.rule.count.is_none_or(|c| e.expired < c)
+        });
+        let Some(expiry) = expiries
+            .iter_mut()
+            .find(|e| e.rule.matcher.matches("watch", resource, user_agent))
+        else {
+            return false;
+        };
+        expiry.expired += 1;
+        self.expired_watches.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+
+    /// How many re-watches were answered 410 Gone by an [`ExpireRule`].
+    pub fn expired_watches(&self) -> u64 {
+        self.expired_watches.load(Ordering::SeqCst)
+    }
+
+    /// How many requests [`FailRule`]s have failed so far.
+    pub fn injected_failures(&self) -> u64 {
+        self.injected_failures.load(Ordering::SeqCst)
+    }
+
     /// A receiver that changes whenever watches must be dropped.
     pub fn watch_drops(&self) -> watch::Receiver<u64> {
         self.watch_generation.subscribe()
@@ -165,14 +280,27 @@ impl Faults {
         self.outage.subscribe()
     }
 
-    /// Removes every rule (an ongoing outage still ends on its own).
+    /// Removes every rule and stops periodic watch drops (an ongoing outage still ends on
+    /// its own).
     pub fn clear(&self) {
         lock(&self.fails).clear();
         lock(&self.latencies).clear();
+        lock(&self.expiries).clear();
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// [`Faults::check_request`] for a request without a User-Agent.
+    pub fn check(&self, verb: &str, resource: &str) -> (Duration, Option<ApiError>) {
+        self.check_request(verb, resource, "")
     }
 
     /// What to do with a request: the delay to add, then an error to answer, if any.
-    pub fn check(&self, verb: &str, resource: &str) -> (Duration, Option<ApiError>) {
+    pub fn check_request(
+        &self,
+        verb: &str,
+        resource: &str,
+        user_agent: &str,
+    ) -> (Duration, Option<ApiError>) {
         let now = Instant::now();
         let mut delay = Duration::ZERO;
         {
@@ -180,7 +308,7 @@ impl Faults {
             latencies.retain(|l| l.until.is_none_or(|u| now < u));
             for latency in latencies
                 .iter()
-                .filter(|l| l.rule.matcher.matches(verb, resource))
+                .filter(|l| l.rule.matcher.matches(verb, resource, user_agent))
             {
                 delay += Duration::from_millis(latency.rule.millis);
             }
@@ -191,7 +319,7 @@ impl Faults {
         });
         for fail in fails
             .iter_mut()
-            .filter(|f| f.rule.matcher.matches(verb, resource))
+            .filter(|f| f.rule.matcher.matches(verb, resource, user_agent))
         {
             fail.seen += 1;
             // Deterministic spreading: with percent p, fail whenever the running share
@@ -202,6 +330,7 @@ impl Faults {
             };
             if hit {
                 fail.failed += 1;
+                self.injected_failures.fetch_add(1, Ordering::SeqCst);
                 return (
                     delay,
                     Some(ApiError::injected(
@@ -258,6 +387,7 @@ mod tests {
             .filter(|_| faults.check("get", "pods").1.is_some())
             .count();
         assert_eq!(failed, 30);
+        assert_eq!(faults.injected_failures(), 30);
     }
 
     #[test]
@@ -267,6 +397,7 @@ mod tests {
             matcher: Matcher {
                 verb: Some("get".into()),
                 resource: None,
+                user_agent: None,
             },
             millis: 40,
             duration_seconds: None,
@@ -275,5 +406,89 @@ mod tests {
         assert_eq!(faults.check("list", "pods").0, Duration::ZERO);
         faults.clear();
         assert_eq!(faults.check("get", "pods").0, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_user_agent_matcher_faults_only_that_client() {
+        let faults = Faults::new();
+        faults.fail(FailRule {
+            matcher: Matcher {
+                user_agent: Some("kruised/".into()),
+                ..Matcher::default()
+            },
+            code: 500,
+            count: None,
+            percent: None,
+            duration_seconds: None,
+            retry_after_seconds: None,
+        });
+        assert!(faults.check_request("get", "pods", "kube-rs").1.is_none());
+        assert!(faults.check_request("get", "pods", "").1.is_none());
+        assert_eq!(
+            faults
+                .check_request("get", "pods", "kruised/0.1.0")
+                .1
+                .unwrap()
+                .code,
+            500
+        );
+    }
+
+    #[test]
+    fn expire_rules_answer_that_many_rewatches_of_the_matching_resource() {
+        let faults = Faults::new();
+        faults.expire_watches(ExpireRule {
+            matcher: Matcher {
+                resource: Some("pods".into()),
+                ..Matcher::default()
+            },
+            count: Some(2),
+            duration_seconds: None,
+        });
+        assert!(!faults.check_rewatch("nodes", ""));
+        assert!(faults.check_rewatch("pods", ""));
+        assert!(faults.check_rewatch("pods", ""));
+        assert!(!faults.check_rewatch("pods", ""));
+        assert_eq!(faults.expired_watches(), 2);
+    }
+
+    #[test]
+    fn clear_removes_expire_rules() {
+        let faults = Faults::new();
+        faults.expire_watches(ExpireRule {
+            matcher: Matcher::default(),
+            count: None,
+            duration_seconds: None,
+        });
+        faults.clear();
+        assert!(!faults.check_rewatch("pods", ""));
+    }
+
+    #[tokio::test]
+    async fn periodic_drops_repeat_and_end_with_the_duration() {
+        let faults = Arc::new(Faults::new());
+        let task = faults.drop_watches_every(Duration::from_millis(20), Duration::from_millis(300));
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the drops end after their duration")
+            .unwrap();
+        assert!(
+            faults.watch_drops_done() >= 2,
+            "{}",
+            faults.watch_drops_done()
+        );
+    }
+
+    #[tokio::test]
+    async fn clear_stops_periodic_drops() {
+        let faults = Arc::new(Faults::new());
+        let task = faults.drop_watches_every(Duration::from_millis(10), Duration::from_secs(3600));
+        let mut drops = faults.watch_drops();
+        drops.changed().await.unwrap();
+        faults.clear();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("clear ends the drops long before their hour")
+            .unwrap();
     }
 }

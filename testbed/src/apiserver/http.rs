@@ -239,7 +239,7 @@ pub async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Respons
     let route = parse_route(&state, &path);
     let (verb, resource) = classify(&route, &method, &query);
     state.accounting.request(verb, &resource, &user_agent);
-    let (delay, injected) = state.faults.check(verb, &resource);
+    let (delay, injected) = state.faults.check_request(verb, &resource, &user_agent);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -957,7 +957,20 @@ fn watch(
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_WATCH_TIMEOUT);
     let (sender, receiver) = mpsc::channel::<Bytes>(1024);
-    let subscription = state.store.watch(&info, start);
+    let subscription = match start {
+        // An injected expiry: as if the watch cache had moved past the resourceVersion.
+        WatchStart::After(rv)
+            if state
+                .faults
+                .check_rewatch(&account.resource, &account.user_agent) =>
+        {
+            Err(ApiError::gone(format!(
+                "too old resource version: {rv} ({})",
+                state.store.current_rv() + 1
+            )))
+        }
+        _ => state.store.watch(&info, start),
+    };
     let mut drops = state.faults.watch_drops();
     let bookmark_interval = state.bookmark_interval;
     let open = account
