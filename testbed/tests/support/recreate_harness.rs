@@ -1144,30 +1144,59 @@ pub fn kruised_binary() -> PathBuf {
 /// leaves no process behind.
 pub struct Kruised {
     child: Child,
+    port: u16,
 }
 
 impl Kruised {
     /// Starts `binary` against the bed's API server (kubeconfig at `kubeconfig`) and the
     /// test environment's containerd. Its log goes to stderr when `KRUISED_TEST_LOG` is set.
     pub fn start(binary: &Path, kubeconfig: &Path, node: &str) -> Self {
+        Self::start_with(binary, kubeconfig, node, &[], None)
+    }
+
+    /// [`Kruised::start`] with `args` added to the command line, and its log appended to
+    /// `log` when given (the fault-injection suite reads it for panics).
+    pub fn start_with(
+        binary: &Path,
+        kubeconfig: &Path,
+        node: &str,
+        args: &[&str],
+        log: Option<&Path>,
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let log = std::env::var_os("KRUISED_TEST_LOG").is_some();
+        let stderr = match log {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("open the kruised log"),
+            ),
+            None if std::env::var_os("KRUISED_TEST_LOG").is_some() => Stdio::inherit(),
+            None => Stdio::null(),
+        };
         let child = Command::new(binary)
             .args(["--node-name", node])
             .args(["--runtime-endpoint", TestEnv::get().runtime_endpoint()])
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(if log { Stdio::inherit() } else { Stdio::null() })
+            .stderr(stderr)
             .spawn()
             .expect("kruised starts");
-        Self { child }
+        Self { child, port }
+    }
+
+    /// The port of its HTTP endpoints (`/readyz`, `/metrics`) on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// SIGKILL, and wait until the process is gone.
