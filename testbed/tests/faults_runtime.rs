@@ -24,8 +24,9 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
 use serde_json::{Value, json};
 use support::recreate_harness::{
-    Bed, BedOptions, Controller, Kruised, ManagerVersion, is_killed, kruised_binary, message,
-    phase, running, runtime_id, script_container, states, status_of, unique,
+    Answer, Bed, BedOptions, Controller, HookServer, Kruised, ManagerVersion, is_killed,
+    kruised_binary, message, phase, running, runtime_id, script_container, states, status_of,
+    unique,
 };
 use testbed::env::Daemon;
 use testbed::proxy::Proxy;
@@ -34,7 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The number of `#[tokio::test]` cases below: the last one to finish tears the
 /// environment down.
-const CASES: usize = 6;
+const CASES: usize = 7;
 /// Deadline for an end state that takes retries and restarts to reach.
 const SLOW: Duration = Duration::from_secs(90);
 /// The CRI state of an exited container.
@@ -537,16 +538,22 @@ async fn cri_socket_removed_work_waits_and_finishes_once_the_socket_is_back() {
     let agent = Agent::new(&bed, "socket-removed");
     let images = NodeImage::of(&bed);
     let image = env().image("test/busybox");
-    forget_repository(&bed, "test/busybox:2").await;
+    forget_repository(&bed, "test/busybox:").await;
     let pod = bed.running_pod(&unique("socket"), &["app"]).await;
     let pod_name = pod.metadata.name.clone().unwrap();
     let kruised = agent.start();
     agent.ready(&kruised).await;
 
-    // The socket goes while containerd keeps running, and the agent restarts meanwhile:
-    // it cannot reach the runtime at all.
+    // The socket goes while containerd keeps running: the agent's open connection still
+    // serves it.
     let socket = PathBuf::from(env().var("CONTAINERD_SOCKET"));
     std::fs::remove_file(&socket).expect("remove the CRI socket");
+    images
+        .create(json!({image.clone(): {"tags": [tag_spec("1", json!({"timeoutSeconds": 60, "backoffLimit": 3}))]}}))
+        .await;
+    images.succeeded(&bed, &image, "1").await;
+
+    // The agent restarts meanwhile: it cannot reach the runtime at all.
     kruised.sigkill();
     let kruised = agent.start();
     let attempts = |log: &str| log.matches("no usable container runtime yet").count();
@@ -568,7 +575,10 @@ async fn cri_socket_removed_work_waits_and_finishes_once_the_socket_is_back() {
 
     // Work submitted meanwhile waits: kruised keeps retrying, and touches none of it.
     images
-        .create(json!({image.clone(): {"tags": [tag_spec("2", json!({"timeoutSeconds": 60, "backoffLimit": 3}))]}}))
+        .add(json!({image.clone(): {"tags": [
+            tag_spec("1", json!({"timeoutSeconds": 60, "backoffLimit": 3})),
+            tag_spec("2", json!({"timeoutSeconds": 60, "backoffLimit": 3})),
+        ]}}))
         .await;
     let crr = bed.create_crr(&pod, &["app"], json!({}), &[]).await;
     let crr_name = crr.metadata.name.clone().unwrap();
@@ -749,18 +759,21 @@ async fn registry_down_then_back_within_the_backoff_the_tag_succeeds_after_a_fai
     images
         .create(json!({image.clone(): {"tags": [tag_spec("2", json!({"timeoutSeconds": 600, "backoffLimit": 3}))]}}))
         .await;
-    until(SLOW, "a failed pull attempt", || async {
-        let failed = failed_pulls(kruised.port()).await;
-        if failed >= 1.0 {
-            Ok(())
-        } else {
-            Err(failed.to_string())
-        }
-    })
+    let interim = until(
+        SLOW,
+        "a failed attempt while the tag is Pulling",
+        || async {
+            let failed = failed_pulls(kruised.port()).await;
+            let tag = images.tag(&image, "2").await;
+            if failed >= 1.0 && tag["phase"] == "Pulling" {
+                Ok(tag)
+            } else {
+                Err(format!("{failed} failed attempts, tag {tag}"))
+            }
+        },
+    )
     .await;
     // Between attempts the tag stays Pulling, with no message, as kruise keeps it.
-    let interim = images.tag(&image, "2").await;
-    assert_eq!(interim["phase"], "Pulling", "{interim}");
     assert!(interim["startTime"].is_string(), "{interim}");
     assert!(interim["completionTime"].is_null(), "{interim}");
     assert!(interim["message"].is_null(), "{interim}");
@@ -865,6 +878,54 @@ async fn a_stalled_registry_fails_the_tag_on_timeout_leaves_no_pull_behind_and_b
         .await;
     images.succeeded(&bed, &other, "2").await;
     assert_eq!(images.tag(&stalled, "1").await["phase"], "Failed");
+    agent.check_healthy(&kruised).await;
+    drop(kruised);
+    bed.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn containerd_restarted_while_a_crr_stops_the_container_fails_the_kill_and_restarts_once() {
+    let _case = Case::begin().await;
+    let bed = bed().await;
+    let agent = Agent::new(&bed, "containerd-restart-stopping");
+    // app reports SIGTERM and takes 3 s to exit: StopContainer is in flight meanwhile.
+    let term = HookServer::start("127.0.0.1", Answer::Close).await;
+    let script = format!(
+        "trap 'echo term | nc {} {}; sleep 3; exit 0' TERM; while true; do sleep 0.2; done",
+        term.addr.ip(),
+        term.addr.port()
+    );
+    let pod = bed
+        .running_pod_of(&unique("stopping"), vec![script_container("app", &script)])
+        .await;
+    let pod_name = pod.metadata.name.clone().unwrap();
+    let kruised = agent.start();
+    agent.ready(&kruised).await;
+    let crr = bed.create_crr(&pod, &["app"], json!({}), &[]).await;
+    let crr_name = crr.metadata.name.clone().unwrap();
+    term.wait_for_hits(1).await;
+
+    restart_containerd();
+
+    // kruise's outcome when StopContainer fails (§4.4 step 5.6): the container's state is
+    // Failed with the kill error and, with failurePolicy Fail, the CRR completes. The
+    // container got its SIGTERM all the same and is restarted once, by the kubelet.
+    let crr = bed.completed(&crr_name).await;
+    let state = states(&crr);
+    assert_eq!(state.len(), 1, "{state:?}");
+    assert_eq!(state[0]["phase"], "Failed", "{state:?}");
+    let text = state[0]["message"].as_str().unwrap_or_default();
+    assert!(
+        text.starts_with("kill container error: rpc error: code = "),
+        "{text}"
+    );
+    assert_eq!(message(&crr), "");
+    restarted_once(&bed, &pod_name, "app").await;
+    assert_eq!(
+        term.hits().len(),
+        1,
+        "one SIGTERM: the container was not stopped twice"
+    );
     agent.check_healthy(&kruised).await;
     drop(kruised);
     bed.finish().await;
