@@ -107,6 +107,11 @@ pub fn stop_daemon(dir: &Path, daemon: Daemon) -> Result<(), EnvError> {
     }
 }
 
+/// `scripts/testenv kill-containerd DIR`: SIGKILL, as in a crash (the socket file stays).
+pub fn kill_containerd(dir: &Path) -> Result<(), EnvError> {
+    testenv("kill-containerd", dir)
+}
+
 /// `scripts/testenv start-containerd|start-registry DIR`: returns once it serves.
 pub fn start_daemon(dir: &Path, daemon: Daemon) -> Result<(), EnvError> {
     match daemon {

@@ -35,7 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The number of `#[tokio::test]` cases below: the last one to finish tears the
 /// environment down.
-const CASES: usize = 7;
+const CASES: usize = 8;
 /// Deadline for an end state that takes retries and restarts to reach.
 const SLOW: Duration = Duration::from_secs(90);
 /// The CRI state of an exited container.
@@ -677,23 +677,38 @@ async fn kruised_sigkilled_at_ten_random_points_of_pulls_and_crrs_finishes_all_w
     }
     images.create(spec).await;
 
+    // Four pods of one container and one of two, recreated in order.
     let mut pods = Vec::new();
-    for i in 0..4 {
+    for i in 0..5 {
+        let mut containers = vec![script_container("app", SLOW_STOP)];
+        if i == 4 {
+            containers.push(script_container("side", SLOW_STOP));
+        }
         let pod = bed
-            .running_pod_of(
-                &unique(&format!("sigkill-{i}")),
-                vec![script_container("app", SLOW_STOP)],
-            )
+            .running_pod_of(&unique(&format!("sigkill-{i}")), containers)
             .await;
         pods.push(pod);
     }
-    // One CRR at each of the first four kill cycles, so CRRs are at every stage when
+    let names = |pod: &k8s_openapi::api::core::v1::Pod| -> Vec<String> {
+        pod.spec
+            .as_ref()
+            .unwrap()
+            .containers
+            .iter()
+            .map(|c| c.name.clone())
+            .collect()
+    };
+    // One CRR at each of the first five kill cycles, so CRRs are at every stage when
     // the kills land.
     let mut crrs = Vec::new();
     for cycle in 0..10 {
         let kruised = agent.start();
         if let Some(pod) = pods.get(cycle) {
-            let crr = bed.create_crr(pod, &["app"], json!({}), &[]).await;
+            let containers = names(pod);
+            let containers: Vec<&str> = containers.iter().map(String::as_str).collect();
+            let crr = bed
+                .create_crr(pod, &containers, json!({"orderedRecreate": true}), &[])
+                .await;
             crrs.push(crr.metadata.name.clone().unwrap());
         }
         let delay = rng.millis(200, 2500);
@@ -708,35 +723,38 @@ async fn kruised_sigkilled_at_ten_random_points_of_pulls_and_crrs_finishes_all_w
     }
     for (crr_name, pod) in crrs.iter().zip(&pods) {
         let crr = bed.completed(crr_name).await;
-        assert_eq!(
-            states(&crr),
-            vec![json!({"name": "app", "phase": "Succeeded", "isKilled": true})],
-            "{crr_name}"
-        );
+        let containers = names(pod);
+        let expected: Vec<Value> = containers
+            .iter()
+            .map(|name| json!({"name": name, "phase": "Succeeded", "isKilled": true}))
+            .collect();
+        assert_eq!(states(&crr), expected, "{crr_name} (seed {seed})");
         let pod_name = pod.metadata.name.clone().unwrap();
         let uid = pod.metadata.uid.clone().unwrap();
         let now = bed
-            .pod_until(&pod_name, "app running", |pod| {
-                running(status_of(pod, "app"))
+            .pod_until(&pod_name, "all running", |pod| {
+                containers.iter().all(|name| running(status_of(pod, name)))
             })
             .await;
-        assert_eq!(
-            status_of(&now, "app").restart_count,
-            1,
-            "{pod_name}: app restarted exactly once (seed {seed})"
-        );
-        // An agent SIGKILLed after StopContainer but before it recorded the event leaves
-        // none; a second kill would leave two.
-        let kills = bed.kills(&uid, "app").await;
-        assert!(
-            kills <= 1,
-            "{pod_name}: {kills} Killing events (seed {seed})"
-        );
-        assert_eq!(
-            bed.runtime_containers(&uid, "app").await.len(),
-            2,
-            "{pod_name}: the old container and one replacement"
-        );
+        for name in &containers {
+            assert_eq!(
+                status_of(&now, name).restart_count,
+                1,
+                "{pod_name}/{name} restarted exactly once (seed {seed})"
+            );
+            // An agent SIGKILLed after StopContainer but before it recorded the event
+            // leaves none; a second kill would leave two.
+            let kills = bed.kills(&uid, name).await;
+            assert!(
+                kills <= 1,
+                "{pod_name}/{name}: {kills} Killing events (seed {seed})"
+            );
+            assert_eq!(
+                bed.runtime_containers(&uid, name).await.len(),
+                2,
+                "{pod_name}/{name}: the old container and one replacement (seed {seed})"
+            );
+        }
     }
     agent.check_healthy(&kruised).await;
     drop(kruised);
@@ -926,6 +944,65 @@ async fn containerd_restarted_while_a_crr_stops_the_container_fails_the_kill_and
         1,
         "one SIGTERM: the container was not stopped twice"
     );
+    agent.check_healthy(&kruised).await;
+    drop(kruised);
+    bed.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn containerd_crashed_past_a_health_check_readyz_drops_and_work_resumes_or_fails_by_budget() {
+    let _case = Case::begin().await;
+    let bed = bed().await;
+    let agent = Agent::new(&bed, "containerd-crash");
+    let images = NodeImage::of(&bed);
+    let image = env().image("test/busybox");
+    forget_repository(&bed, "test/busybox:").await;
+    let pod = bed.running_pod(&unique("crash"), &["app"]).await;
+    let pod_name = pod.metadata.name.clone().unwrap();
+    let kruised = agent.start();
+    agent.ready(&kruised).await;
+
+    // A crash: the socket file stays behind, and connecting to it is refused.
+    testbed::env::kill_containerd(&env_dir()).expect("kill containerd");
+    assert!(Path::new(env().var("CONTAINERD_SOCKET")).exists());
+    until(SLOW, "/readyz 503 naming the CRI", || async {
+        match http_get(kruised.port(), "/readyz").await {
+            Some((503, body)) if body.contains("[-]cri not ready") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    // Work submitted during the outage. Two attempts 1 s apart cannot outlast it: Failed
+    // with the last attempt's error. Seven attempts over a minute do: Succeeded.
+    images
+        .create(json!({image.clone(): {"tags": [
+            tag_spec("1", json!({"timeoutSeconds": 60, "backoffLimit": 1})),
+            tag_spec("2", json!({"timeoutSeconds": 60, "backoffLimit": 6})),
+        ]}}))
+        .await;
+    let crr = bed.create_crr(&pod, &["app"], json!({}), &[]).await;
+    let crr_name = crr.metadata.name.clone().unwrap();
+    let failed = images
+        .wait(&image, "1", "Failed", |t| t["phase"] == "Failed")
+        .await;
+    let text = failed["message"].as_str().unwrap_or_default();
+    assert!(
+        text.starts_with(&format!("Failed to pull image reference \"{image}:1\": ")),
+        "{text}"
+    );
+    assert_eq!(images.tag(&image, "2").await["phase"], "Pulling");
+
+    start(Daemon::Containerd);
+    agent.ready(&kruised).await;
+    images.succeeded(&bed, &image, "2").await;
+    let crr = bed.completed(&crr_name).await;
+    assert_eq!(
+        states(&crr),
+        vec![json!({"name": "app", "phase": "Succeeded", "isKilled": true})]
+    );
+    restarted_once(&bed, &pod_name, "app").await;
+    assert_eq!(images.tag(&image, "1").await["phase"], "Failed");
     agent.check_healthy(&kruised).await;
     drop(kruised);
     bed.finish().await;
