@@ -112,6 +112,19 @@ pub fn kill_containerd(dir: &Path) -> Result<(), EnvError> {
     testenv("kill-containerd", dir)
 }
 
+/// `scripts/testenv freeze-containerd|thaw-containerd DIR`: SIGSTOP (every CRI call hangs,
+/// as on a runtime stuck on a slow disk) or SIGCONT.
+pub fn freeze_containerd(dir: &Path, frozen: bool) -> Result<(), EnvError> {
+    testenv(
+        if frozen {
+            "freeze-containerd"
+        } else {
+            "thaw-containerd"
+        },
+        dir,
+    )
+}
+
 /// `scripts/testenv start-containerd|start-registry DIR`: returns once it serves.
 pub fn start_daemon(dir: &Path, daemon: Daemon) -> Result<(), EnvError> {
     match daemon {

@@ -35,7 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The number of `#[tokio::test]` cases below: the last one to finish tears the
 /// environment down.
-const CASES: usize = 8;
+const CASES: usize = 9;
 /// Deadline for an end state that takes retries and restarts to reach.
 const SLOW: Duration = Duration::from_secs(90);
 /// The CRI state of an exited container.
@@ -1003,6 +1003,69 @@ async fn containerd_crashed_past_a_health_check_readyz_drops_and_work_resumes_or
     );
     restarted_once(&bed, &pod_name, "app").await;
     assert_eq!(images.tag(&image, "1").await["phase"], "Failed");
+    agent.check_healthy(&kruised).await;
+    drop(kruised);
+    bed.finish().await;
+}
+
+/// Thaws containerd when dropped, so a failing assertion leaves it running.
+struct Frozen;
+
+impl Frozen {
+    fn freeze() -> Self {
+        testbed::env::freeze_containerd(&env_dir(), true).expect("freeze containerd");
+        Self
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let thawed = testbed::env::freeze_containerd(&env_dir(), false);
+        if !std::thread::panicking() {
+            thawed.expect("thaw containerd");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn containerd_hung_readyz_drops_and_the_work_waiting_on_it_finishes_once_it_answers() {
+    let _case = Case::begin().await;
+    let bed = bed().await;
+    let agent = Agent::new(&bed, "containerd-hung");
+    let images = NodeImage::of(&bed);
+    let image = env().image("test/busybox");
+    forget_repository(&bed, "test/busybox:2").await;
+    let pod = bed.running_pod(&unique("hung"), &["app"]).await;
+    let pod_name = pod.metadata.name.clone().unwrap();
+    let kruised = agent.start();
+    agent.ready(&kruised).await;
+
+    // Every CRI call now hangs: the socket accepts, nothing answers.
+    let frozen = Frozen::freeze();
+    images
+        .create(json!({image.clone(): {"tags": [tag_spec("2", json!({"timeoutSeconds": 120, "backoffLimit": 3}))]}}))
+        .await;
+    let crr = bed.create_crr(&pod, &["app"], json!({}), &[]).await;
+    let crr_name = crr.metadata.name.clone().unwrap();
+    until(SLOW, "/readyz 503 naming the CRI", || async {
+        match http_get(kruised.port(), "/readyz").await {
+            Some((503, body)) if body.contains("[-]cri not ready") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let pulling = images.tag(&image, "2").await;
+    assert!(pulling["completionTime"].is_null(), "{pulling}");
+
+    drop(frozen);
+    agent.ready(&kruised).await;
+    images.succeeded(&bed, &image, "2").await;
+    let crr = bed.completed(&crr_name).await;
+    assert_eq!(
+        states(&crr),
+        vec![json!({"name": "app", "phase": "Succeeded", "isKilled": true})]
+    );
+    restarted_once(&bed, &pod_name, "app").await;
     agent.check_healthy(&kruised).await;
     drop(kruised);
     bed.finish().await;
