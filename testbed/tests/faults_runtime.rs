@@ -9,8 +9,11 @@
 //! kruised's log, and `/readyz` answering 200.
 //!
 //! These cases stop containerd and the registry, so they run on their own environment
-//! (`target/testenv-faults`, brought up by the first case and torn down by the last), one
-//! case at a time.
+//! (`target/testenv-faults`, brought up fresh by the first case and torn down by the last),
+//! one case at a time. After running only some of them (a name filter), tear it down with
+//! `scripts/testenv down target/testenv-faults`; the next run also starts from scratch.
+//! The kill points of the SIGKILL case come from a seeded RNG: the seed is printed, and
+//! `FAULTS_SEED=<seed>` replays it.
 
 mod support;
 
@@ -937,6 +940,8 @@ async fn containerd_restarted_while_a_crr_stops_the_container_fails_the_kill_and
         text.starts_with("kill container error: rpc error: code = "),
         "{text}"
     );
+    // The broken connection's cause, not tonic's bare "transport error".
+    assert!(!text.ends_with("desc = transport error"), "{text}");
     assert_eq!(message(&crr), "");
     restarted_once(&bed, &pod_name, "app").await;
     assert_eq!(
