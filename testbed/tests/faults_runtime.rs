@@ -103,6 +103,10 @@ impl Drop for Case {
         assert!(left.is_empty(), "mounts left after down: {left:#?}");
         let shims = processes_naming(&dir);
         assert!(shims.is_empty(), "processes left after down: {shims:?}");
+        // The images (~800 MB) go too; the logs stay for a look. `up` makes both afresh.
+        for data in ["containerd", "registry"] {
+            std::fs::remove_dir_all(dir.join(data)).expect("remove the environment's data");
+        }
     }
 }
 
