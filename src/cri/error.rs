@@ -176,11 +176,26 @@ impl CriError {
     }
 
     /// Builds a [`CriError::Call`] from a gRPC status.
+    ///
+    /// A status the runtime sent keeps its message unchanged. One made on this side from a
+    /// broken connection (containerd restarted mid-call) says only "transport error"; its
+    /// source chain has the cause, which is appended so CRR states and tag messages say
+    /// what happened.
     pub fn from_status(method: &'static str, status: tonic::Status) -> Self {
+        let mut message = status.message().to_string();
+        let mut source = std::error::Error::source(&status);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !text.is_empty() && !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            source = cause.source();
+        }
         Self::Call {
             method,
             code: status.code(),
-            message: status.message().to_string(),
+            message,
         }
     }
 }
@@ -298,6 +313,47 @@ mod tests {
                 "an error occurred when try to find container \"doesnotexist\": not found"
             )
             .is_retryable()
+        );
+    }
+
+    /// An error with a source, as hyper and the OS nest them.
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Nested {
+        text: &'static str,
+        #[source]
+        source: Option<std::io::Error>,
+    }
+
+    #[test]
+    fn a_broken_connection_names_its_cause_and_a_runtime_message_stays_unchanged() {
+        let mut status = tonic::Status::unknown("transport error");
+        status.set_source(std::sync::Arc::new(Nested {
+            text: "connection error",
+            source: Some(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "stream closed because of a broken pipe",
+            )),
+        }));
+        let error = CriError::from_status("StopContainer", status);
+        assert_eq!(
+            error.to_string(),
+            "transport error: connection error: stream closed because of a broken pipe"
+        );
+        assert_eq!(error.code(), Some(Code::Unknown));
+
+        // tonic already put the cause into the message: not repeated.
+        let mut status = tonic::Status::unavailable("No such file or directory (os error 2)");
+        status.set_source(std::sync::Arc::new(std::io::Error::from_raw_os_error(2)));
+        assert_eq!(
+            CriError::from_status("ListContainers", status).to_string(),
+            "No such file or directory (os error 2)"
+        );
+
+        let from_runtime = tonic::Status::not_found("container \"x\": not found");
+        assert_eq!(
+            CriError::from_status("ContainerStatus", from_runtime).to_string(),
+            "container \"x\": not found"
         );
     }
 

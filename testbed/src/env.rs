@@ -32,7 +32,7 @@ pub enum EnvError {
     /// scripts/testenv failed.
     #[error("scripts/testenv {action} failed ({status})")]
     Testenv {
-        /// `up` or `down`.
+        /// The subcommand (`up`, `down`, `stop-containerd`, …).
         action: &'static str,
         /// Its exit status.
         status: String,
@@ -87,6 +87,56 @@ fn testenv(action: &'static str, dir: &Path) -> Result<(), EnvError> {
             status: status.to_string(),
         })
     }
+}
+
+/// A daemon of the runtime side that fault-injection tests stop and start again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Daemon {
+    /// containerd: stopped with SIGTERM (its shims and pods survive), started again on the
+    /// same root, state and socket.
+    Containerd,
+    /// The plain registry: started again on the same port and storage.
+    Registry,
+}
+
+/// `scripts/testenv stop-containerd|stop-registry DIR`.
+pub fn stop_daemon(dir: &Path, daemon: Daemon) -> Result<(), EnvError> {
+    match daemon {
+        Daemon::Containerd => testenv("stop-containerd", dir),
+        Daemon::Registry => testenv("stop-registry", dir),
+    }
+}
+
+/// `scripts/testenv kill-containerd DIR`: SIGKILL, as in a crash (the socket file stays).
+pub fn kill_containerd(dir: &Path) -> Result<(), EnvError> {
+    testenv("kill-containerd", dir)
+}
+
+/// `scripts/testenv freeze-containerd|thaw-containerd DIR`: SIGSTOP (every CRI call hangs,
+/// as on a runtime stuck on a slow disk) or SIGCONT.
+pub fn freeze_containerd(dir: &Path, frozen: bool) -> Result<(), EnvError> {
+    testenv(
+        if frozen {
+            "freeze-containerd"
+        } else {
+            "thaw-containerd"
+        },
+        dir,
+    )
+}
+
+/// `scripts/testenv start-containerd|start-registry DIR`: returns once it serves.
+pub fn start_daemon(dir: &Path, daemon: Daemon) -> Result<(), EnvError> {
+    match daemon {
+        Daemon::Containerd => testenv("start-containerd", dir),
+        Daemon::Registry => testenv("start-registry", dir),
+    }
+}
+
+/// `scripts/testenv down DIR`: stops the runtime side (containerd, its shims and pods,
+/// the registries) and removes its mounts and cgroups.
+pub fn runtime_down(dir: &Path) -> Result<(), EnvError> {
+    testenv("down", dir)
 }
 
 fn pid_file(dir: &Path) -> PathBuf {

@@ -13,6 +13,25 @@ pub struct TestEnv {
     vars: HashMap<String, String>,
 }
 
+/// The environment of this process: [`TestEnv::get`] or [`TestEnv::use_dir`].
+static ENV: OnceLock<TestEnv> = OnceLock::new();
+
+/// `scripts/testenv up DIR`; panics if it fails.
+fn up(root: &Path, dir: &Path) {
+    let script = root.join("scripts/testenv");
+    let status = Command::new(&script)
+        .arg("up")
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        status.success(),
+        "scripts/testenv up {} failed",
+        dir.display()
+    );
+}
+
 /// The repository root (this file is in testbed/src/, and also compiled from tests/).
 fn repo_root() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -28,41 +47,51 @@ impl TestEnv {
     /// `cargo test`), this brings one up under the target directory, once per test
     /// binary. It never skips: a missing environment fails the test loudly.
     pub fn get() -> &'static TestEnv {
-        static ENV: OnceLock<TestEnv> = OnceLock::new();
         ENV.get_or_init(|| {
             let dir = match std::env::var("TESTENV_DIR") {
                 Ok(dir) if !dir.is_empty() => PathBuf::from(dir),
                 _ => {
                     let root = repo_root();
                     let dir = root.join("target/testenv");
-                    let script = root.join("scripts/testenv");
-                    let status = Command::new(&script)
-                        .arg("up")
-                        .arg(&dir)
-                        .stdout(std::process::Stdio::null())
-                        .status()
-                        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-                    assert!(
-                        status.success(),
-                        "scripts/testenv up {} failed",
-                        dir.display()
-                    );
+                    up(&root, &dir);
                     dir
                 }
             };
-            let text = std::fs::read_to_string(dir.join("env")).unwrap_or_else(|e| {
-                panic!(
-                    "the test environment is not up ({}/env: {e}); run scripts/testenv up DIR",
-                    dir.display()
-                )
-            });
-            let vars = text
-                .lines()
-                .filter_map(|line| line.split_once('='))
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .collect();
-            TestEnv { vars }
+            Self::load(&dir)
         })
+    }
+
+    /// Makes `dir` this process's environment instead of the shared one, bringing it up
+    /// if needed: for a suite that stops and starts containerd or the registry, which must
+    /// not disturb the test binaries running in parallel on the shared environment. Call
+    /// it before anything calls [`TestEnv::get`]; panics if another one is in use.
+    pub fn use_dir(dir: &Path) -> &'static TestEnv {
+        let env = ENV.get_or_init(|| {
+            up(&repo_root(), dir);
+            Self::load(dir)
+        });
+        assert_eq!(
+            env.dir(),
+            dir,
+            "this test binary already uses another test environment"
+        );
+        env
+    }
+
+    /// Reads `dir/env`.
+    fn load(dir: &Path) -> TestEnv {
+        let text = std::fs::read_to_string(dir.join("env")).unwrap_or_else(|e| {
+            panic!(
+                "the test environment is not up ({}/env: {e}); run scripts/testenv up DIR",
+                dir.display()
+            )
+        });
+        let vars = text
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        TestEnv { vars }
     }
 
     /// One value; panics naming the key if the environment lacks it.

@@ -1144,40 +1144,46 @@ pub fn kruised_binary() -> PathBuf {
 /// leaves no process behind.
 pub struct Kruised {
     child: Child,
+    port: u16,
 }
 
 impl Kruised {
     /// Starts `binary` against the bed's API server (kubeconfig at `kubeconfig`) and the
     /// test environment's containerd. Its log goes to stderr when `KRUISED_TEST_LOG` is set.
     pub fn start(binary: &Path, kubeconfig: &Path, node: &str) -> Self {
-        let log = std::env::var_os("KRUISED_TEST_LOG").is_some();
-        Self::spawn(
-            binary,
-            kubeconfig,
-            node,
-            &[],
-            if log { Stdio::inherit() } else { Stdio::null() },
-        )
+        Self::start_with(binary, kubeconfig, node, &[], None)
     }
 
     /// Like [`Kruised::start`], logging JSON (`--log-format=json`) to the file `log`.
     pub fn start_json_logged(binary: &Path, kubeconfig: &Path, node: &str, log: &Path) -> Self {
-        let file = std::fs::File::create(log).expect("create the log file");
-        Self::spawn(
-            binary,
-            kubeconfig,
-            node,
-            &["--log-format=json"],
-            Stdio::from(file),
-        )
+        Self::start_with(binary, kubeconfig, node, &["--log-format=json"], Some(log))
     }
 
-    fn spawn(binary: &Path, kubeconfig: &Path, node: &str, args: &[&str], stderr: Stdio) -> Self {
+    /// [`Kruised::start`] with `args` added to the command line, and its log appended to
+    /// `log` when given (the fault-injection suite reads it for panics).
+    pub fn start_with(
+        binary: &Path,
+        kubeconfig: &Path,
+        node: &str,
+        args: &[&str],
+        log: Option<&Path>,
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        let stderr = match log {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("open the kruised log"),
+            ),
+            None if std::env::var_os("KRUISED_TEST_LOG").is_some() => Stdio::inherit(),
+            None => Stdio::null(),
+        };
         let child = Command::new(binary)
             .args(["--node-name", node])
             .args(["--runtime-endpoint", TestEnv::get().runtime_endpoint()])
@@ -1190,7 +1196,12 @@ impl Kruised {
             .stderr(stderr)
             .spawn()
             .expect("kruised starts");
-        Self { child }
+        Self { child, port }
+    }
+
+    /// The port of its HTTP endpoints (`/readyz`, `/metrics`) on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// SIGKILL, and wait until the process is gone.
