@@ -148,8 +148,9 @@ enum Command {
         /// Milliseconds each fake CRI pull takes.
         #[arg(long, default_value_t = 1000)]
         pull_ms: u64,
-        /// Seconds of the steady-state window.
-        #[arg(long, default_value_t = 60)]
+        /// Seconds of the steady-state window: longer than kube-rs's 290 s watch timeout,
+        /// so that every watch is reopened once inside it.
+        #[arg(long, default_value_t = 330)]
         steady_seconds: u64,
         /// The kruised binary (default: next to this one).
         #[arg(long)]
@@ -172,8 +173,9 @@ enum Command {
         /// The fleet's ImagePullJob parallelism.
         #[arg(long, default_value_t = 50)]
         parallelism: usize,
-        /// Seconds of the fleet's steady-state window.
-        #[arg(long, default_value_t = 60)]
+        /// Seconds of the fleet's steady-state window (longer than kube-rs's 290 s watch
+        /// timeout, so that every watch is reopened once inside it).
+        #[arg(long, default_value_t = 330)]
         steady_seconds: u64,
         /// The kruised binary (default: next to this one).
         #[arg(long)]

@@ -61,6 +61,11 @@ async fn applies_and_reads_back(options: Options) {
         .unwrap();
         kubectl(&kubeconfig, &["create", "-f", namespaces.to_str().unwrap()]).await;
     }
+    if options.service_monitor {
+        // The Prometheus Operator's CRD, as a cluster that uses `--service-monitor` has.
+        let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/servicemonitor-crd.yaml");
+        kubectl(&kubeconfig, &["create", "-f", crd]).await;
+    }
     let file = dir.path().join("kruised.yaml");
     std::fs::write(&file, manifests::to_yaml(&objects)).unwrap();
     let file = file.to_str().unwrap();
@@ -113,9 +118,10 @@ async fn applies_and_reads_back(options: Options) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn kubectl_applies_every_standalone_object_with_crds() {
+async fn kubectl_applies_every_standalone_object_with_crds_and_service_monitors() {
     applies_and_reads_back(Options {
         include_crds: true,
+        service_monitor: true,
         ..Options::default()
     })
     .await;
