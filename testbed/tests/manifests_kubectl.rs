@@ -63,7 +63,10 @@ async fn applies_and_reads_back(options: Options) {
     }
     if options.service_monitor {
         // The Prometheus Operator's CRD, as a cluster that uses `--service-monitor` has.
-        let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/servicemonitor-crd.yaml");
+        let crd = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/servicemonitor-crd.yaml"
+        );
         kubectl(&kubeconfig, &["create", "-f", crd]).await;
     }
     let file = dir.path().join("kruised.yaml");
