@@ -191,6 +191,11 @@ pub fn admit(object: &Value, pod: Option<&Pod>, node_is_virtual: bool) -> Result
     }
     object["spec"]["strategy"] = strategy;
     object["spec"]["containers"] = Value::Array(admitted);
+    // Without the labels the CRR would need admission again; the API server always sends
+    // metadata, but a pure function should not depend on it (found by the fuzz target).
+    if !object["metadata"].is_object() {
+        object["metadata"] = json!({});
+    }
     let labels = object["metadata"]
         .as_object_mut()
         .map(|m| m.entry("labels").or_insert_with(|| json!({})));
@@ -239,6 +244,16 @@ mod tests {
     fn crr(containers: Value) -> Value {
         json!({"metadata": {"name": "r", "namespace": "default"},
                "spec": {"podName": "web", "containers": containers}})
+    }
+
+    /// Found by the `crr_admission` fuzz target: a CRR without `metadata` was admitted
+    /// without labels, so it still needed admission.
+    #[test]
+    fn a_crr_without_metadata_is_admitted_with_labels() {
+        let object = json!({"spec": {"podName": "web", "containers": [{"name": "app"}]}});
+        let admitted = admit(&object, Some(&pod()), false).unwrap();
+        assert!(!needs_admission(&admitted));
+        assert_eq!(admitted["metadata"]["labels"][CRR_POD_UID_LABEL], "pod-uid");
     }
 
     #[test]
