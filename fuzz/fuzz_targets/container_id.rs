@@ -47,7 +47,10 @@ fn check_endpoint(input: &str) {
     if !path.contains("://") {
         assert_eq!(RuntimeEndpoint::parse(path).ok().as_ref(), Some(&endpoint));
     }
-    assert_eq!(RuntimeEndpoint::parse(&format!("unix://{path}")).ok(), Some(endpoint));
+    assert_eq!(
+        RuntimeEndpoint::parse(&format!("unix://{path}")).ok(),
+        Some(endpoint)
+    );
 }
 
 fn check_runtime_selection(ids: &[&str]) {
@@ -71,7 +74,10 @@ fn check_runtime_selection(ids: &[&str]) {
     for id in ids {
         let parts: Vec<&str> = id.trim_matches('"').split("://").collect();
         assert_eq!(parts.len(), 2, "{id:?} selected runtime {name:?}");
-        assert!(parts[0] == name || parts[0].is_empty(), "{id:?} vs {name:?}");
+        assert!(
+            parts[0] == name || parts[0].is_empty(),
+            "{id:?} vs {name:?}"
+        );
         if let Ok(parsed) = ContainerId::parse(id.trim_matches('"')) {
             assert!(parsed.runtime == name || parsed.runtime.is_empty());
         }

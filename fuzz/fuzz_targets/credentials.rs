@@ -18,7 +18,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kruised::credentials::AuthConfig;
 use kruised::credentials::dockerconfig::{
     DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_KEY, DOCKERCFG_TYPE,
-    DockerConfigEntry, DockerConfigError, entries_from_secret, parse_docker_config_json, parse_dockercfg,
+    DockerConfigEntry, DockerConfigError, entries_from_secret, parse_docker_config_json,
+    parse_dockercfg,
 };
 use kruised::credentials::keyring::{
     Keyring, is_default_registry_match, is_valid_schemeless_url, registry_key, urls_match,
@@ -84,10 +85,15 @@ fn assert_no_secret_in(message: &str, data: &[u8]) {
 fn check_keyring(entries: &[DockerConfigEntry]) {
     // Each entry gets a credential naming it, so a lookup tells which keys matched.
     let mut keyring = Keyring::new();
-    keyring.extend(entries.iter().enumerate().map(|(index, entry)| DockerConfigEntry {
-        registry: entry.registry.clone(),
-        auth: AuthConfig::new(index.to_string(), "password"),
-    }));
+    keyring.extend(
+        entries
+            .iter()
+            .enumerate()
+            .map(|(index, entry)| DockerConfigEntry {
+                registry: entry.registry.clone(),
+                auth: AuthConfig::new(index.to_string(), "password"),
+            }),
+    );
     let keys: Vec<Option<String>> = entries.iter().map(|e| registry_key(&e.registry)).collect();
     assert_eq!(keyring.is_empty(), keys.iter().all(Option::is_none));
 
@@ -104,10 +110,10 @@ fn check_keyring(entries: &[DockerConfigEntry]) {
                 .or_else(|| entry.registry.strip_prefix("http://"))
                 .unwrap_or(&entry.registry);
             assert!(is_valid_schemeless_url(schemeless), "{:?}", entry.registry);
-            // A key without glob characters matches itself. (A `%1F` in the registry's path
-            // decodes to a control character, which makes the key unparseable: it matches
-            // nothing, as in the kubelet.)
-            if !key.contains(['*', '?', '[', '\\']) && !key.chars().any(|c| c.is_ascii_control()) {
+            // A key without glob characters matches itself, when it still parses: the key
+            // holds the registry's *decoded* path, so `%1F` or `%25F:` in a registry make a
+            // key that matches nothing, as in the kubelet (which stores the decoded path too).
+            if !key.contains(['*', '?', '[', '\\']) && is_valid_schemeless_url(key) {
                 assert!(urls_match(key, key), "{key:?}");
             }
         }
@@ -139,10 +145,16 @@ fn check_keyring(entries: &[DockerConfigEntry]) {
         }
         let mut sorted_found = found.clone();
         sorted_found.sort_unstable();
-        assert_eq!(sorted_found, matching, "{image:?}: every match, nothing else");
+        assert_eq!(
+            sorted_found, matching,
+            "{image:?}: every match, nothing else"
+        );
         // Most specific (reverse lexical) key first.
         let found_keys: Vec<&str> = found.iter().map(|i| keys[*i].as_deref().unwrap()).collect();
-        assert!(found_keys.windows(2).all(|w| w[0] >= w[1]), "{found_keys:?}");
+        assert!(
+            found_keys.windows(2).all(|w| w[0] >= w[1]),
+            "{found_keys:?}"
+        );
     }
 }
 
@@ -151,7 +163,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let (secret_type, key, parsed) = if selector % 2 == 0 {
-        (DOCKER_CONFIG_JSON_TYPE, DOCKER_CONFIG_JSON_KEY, parse_docker_config_json(data))
+        (
+            DOCKER_CONFIG_JSON_TYPE,
+            DOCKER_CONFIG_JSON_KEY,
+            parse_docker_config_json(data),
+        )
     } else {
         (DOCKERCFG_TYPE, DOCKERCFG_KEY, parse_dockercfg(data))
     };
@@ -162,7 +178,10 @@ fuzz_target!(|data: &[u8]| {
             ..Default::default()
         },
         type_: Some(secret_type.into()),
-        data: Some(BTreeMap::from([(key.to_owned(), ByteString(data.to_vec()))])),
+        data: Some(BTreeMap::from([(
+            key.to_owned(),
+            ByteString(data.to_vec()),
+        )])),
         ..Default::default()
     };
     let from_secret = entries_from_secret(&secret);

@@ -58,8 +58,14 @@ fn check(object: &Value, pod: &Pod, node_is_virtual: bool) {
     };
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     if !uid.is_empty() {
-        assert!(!needs_admission(&admitted), "admitted but still needs admission");
-        assert_eq!(admitted["metadata"]["labels"][CRR_POD_UID_LABEL], json!(uid));
+        assert!(
+            !needs_admission(&admitted),
+            "admitted but still needs admission"
+        );
+        assert_eq!(
+            admitted["metadata"]["labels"][CRR_POD_UID_LABEL],
+            json!(uid)
+        );
     }
     if admitted["metadata"].is_object() {
         assert_eq!(
@@ -70,7 +76,13 @@ fn check(object: &Value, pod: &Pod, node_is_virtual: bool) {
     let requested = object["spec"]["containers"].as_array().unwrap();
     let containers = admitted["spec"]["containers"].as_array().unwrap();
     assert_eq!(containers.len(), requested.len());
-    let statuses = pod.status.as_ref().unwrap().container_statuses.as_ref().unwrap();
+    let statuses = pod
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap();
     for container in containers {
         let name = container["name"].as_str().unwrap_or_default();
         let status = statuses.iter().find(|s| s.name == name).unwrap();
@@ -79,8 +91,14 @@ fn check(object: &Value, pod: &Pod, node_is_virtual: bool) {
             json!(status.container_id.clone().unwrap())
         );
     }
-    assert!(admit(&admitted, Some(pod), node_is_virtual).is_err(), "admitted twice");
-    assert!(admit(object, None, node_is_virtual).is_err(), "admitted without a pod");
+    assert!(
+        admit(&admitted, Some(pod), node_is_virtual).is_err(),
+        "admitted twice"
+    );
+    assert!(
+        admit(object, None, node_is_virtual).is_err(),
+        "admitted without a pod"
+    );
 
     // The spec guard: record, then intact; a change is reverted to the record.
     let SpecGuard::Record(text) = guard_spec(&admitted) else {
@@ -98,9 +116,15 @@ fn check(object: &Value, pod: &Pod, node_is_virtual: bool) {
     annotations[ADMITTED_SPEC_ANNOTATION] = json!(text);
     assert_eq!(guard_spec(&recorded), SpecGuard::Intact);
     let mut changed = recorded.clone();
-    let other_pod = format!("{}-x", admitted["spec"]["podName"].as_str().unwrap_or_default());
+    let other_pod = format!(
+        "{}-x",
+        admitted["spec"]["podName"].as_str().unwrap_or_default()
+    );
     changed["spec"]["podName"] = json!(other_pod);
-    assert_eq!(guard_spec(&changed), SpecGuard::Revert(admitted["spec"].clone()));
+    assert_eq!(
+        guard_spec(&changed),
+        SpecGuard::Revert(admitted["spec"].clone())
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -116,7 +140,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = admit(&object, Some(&pod), virtual_node);
         if pod.metadata.deletion_timestamp.is_none()
             && pod.spec.as_ref().is_some_and(|s| s.node_name.is_some())
-            && pod.status.as_ref().is_some_and(|s| s.container_statuses.is_some())
+            && pod
+                .status
+                .as_ref()
+                .is_some_and(|s| s.container_statuses.is_some())
         {
             check(&object, &pod, virtual_node);
         }

@@ -32,7 +32,11 @@ fuzz_target!(|data: &[u8]| {
 
     // parse → to_string → parse round-trips.
     let printed = reference.to_string();
-    assert_eq!(parse(&printed), reference, "{input:?} printed as {printed:?}");
+    assert_eq!(
+        parse(&printed),
+        reference,
+        "{input:?} printed as {printed:?}"
+    );
 
     // The repository is a normalised name: no tag, no digest, same domain and path.
     let repository = parse(&reference.repository());
@@ -50,7 +54,11 @@ fuzz_target!(|data: &[u8]| {
             .split_once('/')
             .is_some_and(|(first, _)| first.contains('.') || first == "localhost");
     if !ambiguous {
-        assert_eq!(parse(&familiar).repository(), reference.repository(), "{input:?}");
+        assert_eq!(
+            parse(&familiar).repository(),
+            reference.repository(),
+            "{input:?}"
+        );
     }
 
     // TagNameOnly adds `latest` only when there is neither tag nor digest, and re-parses.
@@ -69,27 +77,41 @@ fuzz_target!(|data: &[u8]| {
         .or(reference.tag())
         .unwrap_or(kruised::imageref::DEFAULT_TAG);
     assert_eq!(tag, expected_tag);
-    // The key is already normalised: deriving again changes nothing.
-    assert_eq!(image_key_and_tag(&key).map(|(k, _)| k), Ok(key.clone()));
+    // The key is already normalised: deriving again changes nothing (but for the
+    // ambiguous familiar names above, e.g. `docker.io/docker.io/app` → `docker.io/app`).
+    if !ambiguous {
+        assert_eq!(image_key_and_tag(&key).map(|(k, _)| k), Ok(key.clone()));
+    }
 
     // The agent can always pull what the manager wrote, from the same repository.
     let pull = pull_reference(&key, &tag)
         .unwrap_or_else(|error| panic!("{input:?}: key {key:?} tag {tag:?}: {error}"));
     let pulled = parse(&pull);
     if !ambiguous {
-        assert_eq!(pulled.repository(), reference.repository(), "{input:?} → {pull:?}");
+        assert_eq!(
+            pulled.repository(),
+            reference.repository(),
+            "{input:?} → {pull:?}"
+        );
     }
 
-    // IfNotPresent: the runtime reporting this very image makes the check true.
+    // IfNotPresent: the runtime reporting this very image makes the check true (for an
+    // ambiguous familiar name the key re-normalises elsewhere, see above).
     match reference.digest() {
         Some(digest) => {
             let repo_digests = vec![format!("{}@{digest}", reference.repository())];
-            assert!(repo_digests_contain(&repo_digests, &key, digest), "{input:?}");
+            assert!(
+                ambiguous || repo_digests_contain(&repo_digests, &key, digest),
+                "{input:?}"
+            );
             assert!(!repo_tags_contain(&[printed.clone()], &key, digest));
         }
         None => {
             let repo_tags = vec![tagged.to_string()];
-            assert!(repo_tags_contain(&repo_tags, &key, &tag), "{input:?}");
+            assert!(
+                ambiguous || repo_tags_contain(&repo_tags, &key, &tag),
+                "{input:?}"
+            );
         }
     }
 });
