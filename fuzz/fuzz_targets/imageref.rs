@@ -46,13 +46,16 @@ fuzz_target!(|data: &[u8]| {
 
     // The familiar name names the same repository, except where distribution/reference's
     // familiar form is itself ambiguous: a Docker Hub namespace that looks like a registry
-    // (`docker.io/a_b.c/app` → `a_b.c/app`, `docker.io/localhost/app` → `localhost/app`).
+    // (`docker.io/a_b.c/app` → `a_b.c/app`, `docker.io/localhost/app` → `localhost/app`),
+    // or an image ID (`library/<64 hex>` → `<64 hex>`).
     // kruise's NodeImage keys are these familiar names, so kruised keeps them as they are.
     let familiar = reference.familiar_name();
     let ambiguous = reference.domain() == "docker.io"
         && familiar
             .split_once('/')
-            .is_some_and(|(first, _)| first.contains('.') || first == "localhost");
+            .is_some_and(|(first, _)| first.contains('.') || first == "localhost")
+        // `docker.io/library/<64 hex>` → `<64 hex>`, which reads as an image ID.
+        || (familiar.len() == 64 && familiar.bytes().all(|b| b.is_ascii_hexdigit()));
     if !ambiguous {
         assert_eq!(
             parse(&familiar).repository(),
