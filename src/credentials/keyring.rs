@@ -103,8 +103,10 @@ impl Keyring {
 }
 
 /// The kubelet's `BasicDockerKeyring.Add` key: host (with port) plus path, where a `/v1/`
-/// or `/v2/` path prefix is dropped and a bare `/` path means none.
-fn registry_key(registry: &str) -> Option<String> {
+/// or `/v2/` path prefix is dropped and a bare `/` path means none. `None` when the
+/// registry does not parse as a URL ([`Keyring::add`] skips it). Public for the fuzz
+/// targets, which check lookups against it.
+pub fn registry_key(registry: &str) -> Option<String> {
     let schemeless = registry
         .strip_prefix("https://")
         .or_else(|| registry.strip_prefix("http://"))
@@ -267,52 +269,96 @@ fn percent_decode(path: &str) -> Option<String> {
 /// Go's `filepath.Match` for one host component: `*` (any run of characters), `?` (one
 /// character), `[...]` classes with ranges and `^` negation, and `\` escapes. A malformed
 /// pattern matches nothing.
+///
+/// Every token but `*` matches exactly one character, so a mismatch only ever needs to
+/// retry from the last `*`: linear in the pattern times the name. (Trying every split point
+/// at every `*` recursively, as a first version did, took exponential time on a key like
+/// `**********b` against a long host: a hostile pull Secret could stall every lookup.)
 fn glob_component_matches(pattern: &str, name: &str) -> bool {
     let pattern: Vec<char> = pattern.chars().collect();
+    let Some(tokens) = glob_tokens(&pattern) else {
+        return false;
+    };
     let name: Vec<char> = name.chars().collect();
-    glob_matches(&pattern, &name).unwrap_or(false)
+    let (mut token, mut position) = (0, 0);
+    // The last `*` seen and the name position it currently stands for the end of.
+    let mut star: Option<(usize, usize)> = None;
+    while position < name.len() {
+        match tokens.get(token) {
+            Some(GlobToken::Star) => {
+                star = Some((token, position));
+                token += 1;
+                continue;
+            }
+            Some(single) if single.matches(name[position]) => {
+                token += 1;
+                position += 1;
+                continue;
+            }
+            _ => {}
+        }
+        // Mismatch: let the last `*` swallow one more character, or fail.
+        let Some((star_token, star_position)) = star else {
+            return false;
+        };
+        star = Some((star_token, star_position + 1));
+        token = star_token + 1;
+        position = star_position + 1;
+    }
+    tokens[token..].iter().all(|t| matches!(t, GlobToken::Star))
 }
 
-/// `None` for a malformed pattern.
-fn glob_matches(pattern: &[char], name: &[char]) -> Option<bool> {
-    let Some((&first, rest)) = pattern.split_first() else {
-        return Some(name.is_empty());
-    };
-    match first {
-        '*' => {
-            // Validate the rest of the pattern once, then try every split point.
-            glob_matches(rest, &[])?;
-            for skip in 0..=name.len() {
-                if glob_matches(rest, &name[skip..])? {
-                    return Some(true);
-                }
-            }
-            Some(false)
+/// One element of a host-component glob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GlobToken<'a> {
+    /// `*`: any run of characters.
+    Star,
+    /// `?`: any one character.
+    Any,
+    /// `[...]`: the class's text after the `[`, through its `]`.
+    Class(&'a [char]),
+    /// A character, possibly `\`-escaped.
+    Literal(char),
+}
+
+impl GlobToken<'_> {
+    /// Whether this single-character token matches `c` (`Star` never gets here).
+    fn matches(self, c: char) -> bool {
+        match self {
+            GlobToken::Star | GlobToken::Any => true,
+            GlobToken::Class(class) => match_class(class, Some(c)).is_some_and(|(hit, _)| hit),
+            GlobToken::Literal(literal) => literal == c,
         }
-        '?' => match name.split_first() {
-            Some((_, name_rest)) => glob_matches(rest, name_rest),
-            None => glob_matches(rest, &[]).map(|_| false),
-        },
-        '[' => {
-            let (class_matches, after_class) = match_class(rest, name.first().copied())?;
-            if class_matches {
-                glob_matches(after_class, &name[1..])
-            } else {
-                glob_matches(after_class, &[]).map(|_| false)
-            }
-        }
-        '\\' => {
-            let (&escaped, rest) = rest.split_first()?;
-            match name.split_first() {
-                Some((&c, name_rest)) if c == escaped => glob_matches(rest, name_rest),
-                _ => glob_matches(rest, &[]).map(|_| false),
-            }
-        }
-        literal => match name.split_first() {
-            Some((&c, name_rest)) if c == literal => glob_matches(rest, name_rest),
-            _ => glob_matches(rest, &[]).map(|_| false),
-        },
     }
+}
+
+/// The pattern's tokens; `None` when it is malformed (an unterminated or empty class, a
+/// bad range, a trailing `\`), which Go reports as `ErrBadPattern` and the kubelet as no
+/// match.
+fn glob_tokens(pattern: &[char]) -> Option<Vec<GlobToken<'_>>> {
+    let mut tokens = Vec::new();
+    let mut rest = pattern;
+    while let Some((&first, after)) = rest.split_first() {
+        rest = after;
+        let token = match first {
+            '*' => GlobToken::Star,
+            '?' => GlobToken::Any,
+            '[' => {
+                let (_, after_class) = match_class(rest, None)?;
+                let class = &rest[..rest.len() - after_class.len()];
+                rest = after_class;
+                GlobToken::Class(class)
+            }
+            '\\' => {
+                let (&escaped, after) = rest.split_first()?;
+                rest = after;
+                GlobToken::Literal(escaped)
+            }
+            literal => GlobToken::Literal(literal),
+        };
+        tokens.push(token);
+    }
+    Some(tokens)
 }
 
 /// Parses a `[...]` class (after the `[`) and matches `c` against it. Returns whether it
@@ -434,6 +480,39 @@ mod tests {
         // Malformed patterns match nothing.
         assert!(!urls_match("reg[.io", "reg[.io"));
         assert!(!urls_match("reg[].io", "reg].io"));
+    }
+
+    /// Found by the `credentials` fuzz target: a key of many `*` against a long host took
+    /// exponential time (every split point at every `*`), stalling each lookup.
+    #[test]
+    fn many_stars_against_a_long_host_answer_without_backtracking_blowup() {
+        let stars = "*".repeat(40);
+        let host = "a".repeat(200);
+        assert!(!glob_component_matches(&format!("{stars}b"), &host));
+        assert!(glob_component_matches(&format!("{stars}a"), &host));
+        assert!(glob_component_matches(&format!("a{stars}a*"), &host));
+        let mut keyring = Keyring::new();
+        keyring.add(&format!("{stars}b.io"), auth("stars"));
+        assert!(keyring.lookup(&format!("{host}.io/app")).is_empty());
+        // A long literal key does not recurse once per character either.
+        let long = "a".repeat(100_000);
+        assert!(glob_component_matches(&long, &long));
+    }
+
+    #[test]
+    fn stars_classes_and_escapes_combine_like_filepath_match() {
+        assert!(glob_component_matches("*", ""));
+        assert!(glob_component_matches("**", "abc"));
+        assert!(glob_component_matches("a*c", "abbbc"));
+        assert!(!glob_component_matches("a*c", "abbbd"));
+        assert!(glob_component_matches("*[0-9]?x", "reg12x"));
+        assert!(glob_component_matches(r"*\*", "ab*"));
+        assert!(!glob_component_matches(r"*\*", "abc"));
+        assert!(glob_component_matches("a*b*c", "aXbYbZc"));
+        // Malformed anywhere means no match, even where the name already failed.
+        assert!(!glob_component_matches("*[", "a"));
+        assert!(!glob_component_matches("b*[", "a"));
+        assert!(!glob_component_matches("a\\", "a"));
     }
 
     /// kubelet `TestDockerKeyringForGlob`: each key finds `<target>/foo/bar`.
