@@ -64,9 +64,17 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        // Kept when the run failed: the agents' and the manager's logs are the evidence.
+        if std::thread::panicking() || KEEP_SCRATCH.load(std::sync::atomic::Ordering::Relaxed) {
+            eprintln!("bench-scale: logs kept in {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Set when the run failed, so that [`Scratch`] keeps the logs.
+static KEEP_SCRATCH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Kills the manager when dropped, also when the benchmark fails half-way.
 struct ManagerProcess(Child);
@@ -248,7 +256,31 @@ pub async fn scale(config: &ScaleConfig, kruised: &Path) -> anyhow::Result<Vec<M
         let status = jobs.get("scale").await.ok()?.data["status"].clone();
         status["completionTime"].is_string().then_some(status)
     })
-    .await?;
+    .await;
+    let status = match status {
+        Ok(status) => status,
+        Err(error) => {
+            KEEP_SCRATCH.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(error);
+        }
+    };
+    if status["succeeded"] != json!(nodes) {
+        KEEP_SCRATCH.store(true, std::sync::atomic::Ordering::Relaxed);
+        for node in status["failedNodes"].as_array().into_iter().flatten() {
+            let node = node.as_str().unwrap_or_default();
+            if let Ok(image) = node_images.get(node).await {
+                eprintln!("{node}: NodeImage {}", serde_json::to_string(&image.data)?);
+            }
+            let index: usize = node
+                .rsplit('-')
+                .next()
+                .and_then(|i| i.parse().ok())
+                .unwrap_or(0);
+            if let Some(agent) = agents.get_mut(index) {
+                eprintln!("{node}: agent alive: {}", agent.alive());
+            }
+        }
+    }
     let roll_seconds = rolled.elapsed().as_secs_f64();
     anyhow::ensure!(
         status["succeeded"] == json!(nodes),
