@@ -118,10 +118,6 @@ pub fn target_of(key: &str) -> (Option<Target>, Option<&'static str>) {
         "recreate.rss_idle_mib" => (None, Some("kruise-daemon's chart memory limit 128 MiB")),
         "scale.agent_polling_requests_per_node_minute" => (Some(Exactly(0.0)), None),
         "scale.agent_rss_median_mib" => (None, Some("kruise-daemon's chart memory limit 128 MiB")),
-        "scale.manager_rss_peak_mib" => (
-            None,
-            Some("kruise-manager's chart memory limit (not in the spec; see REPORT)"),
-        ),
         _ => (None, None),
     }
 }
