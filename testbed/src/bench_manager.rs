@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Node};
@@ -21,14 +21,16 @@ use kube::core::DynamicObject;
 use serde_json::json;
 
 use crate::apiserver::{ApiServer, ApiServerConfig, Usage};
+use crate::bench_process::{ManagerProcess, PHASE_DEADLINE, Scratch, proc_status_kib, until};
 use crate::env::REFERENCE_CRDS;
 
 /// The User-Agent of the simulated agents' clients, to tell them apart in the accounting.
 const AGENT_USER_AGENT: &str = "kruised-agent-bench";
 /// The User-Agent of the benchmark's own client (excluded from the per-node numbers).
 const DRIVER_USER_AGENT: &str = "bench-manager-driver";
-/// How long any one phase may take before the benchmark gives up.
-const PHASE_DEADLINE: Duration = Duration::from_secs(900);
+
+/// How often the benchmark looks at the API while waiting.
+const POLL: Duration = Duration::from_millis(100);
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -48,19 +50,6 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-/// `(VmRSS, VmHWM)` of `pid` in KiB.
-fn memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 fn client_with_agent(url: &str, user_agent: &'static str) -> anyhow::Result<kube::Client> {
     let mut config = kube::Config::new(url.parse()?);
     config.headers.push((
@@ -68,49 +57,6 @@ fn client_with_agent(url: &str, user_agent: &'static str) -> anyhow::Result<kube
         http::HeaderValue::from_static(user_agent),
     ));
     Ok(kube::Client::try_from(config)?)
-}
-
-/// A scratch folder removed when dropped.
-struct Scratch(std::path::PathBuf);
-
-impl Scratch {
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Kills the manager when dropped, also when the benchmark fails half-way.
-struct ManagerProcess(Child);
-
-impl Drop for ManagerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn until<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return Ok(value);
-        }
-        anyhow::ensure!(
-            start.elapsed() < PHASE_DEADLINE,
-            "gave up after {PHASE_DEADLINE:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Requests and bytes of the rows whose user agent starts with `prefix`, and the rows.
@@ -138,9 +84,7 @@ struct Round {
 /// Runs the benchmark with the kruised binary at `kruised`.
 pub async fn manager(config: BenchManagerConfig, kruised: &Path) -> anyhow::Result<()> {
     let nodes = config.nodes;
-    let scratch =
-        Scratch(std::env::temp_dir().join(format!("bench-manager-{}", std::process::id())));
-    std::fs::create_dir_all(scratch.path())?;
+    let scratch = Scratch::new("bench-manager")?;
     let server = ApiServer::start(ApiServerConfig::default()).await?;
     server.apply_crds_from_dir(Path::new(REFERENCE_CRDS))?;
     let kubeconfig = scratch.path().join("kubeconfig");
@@ -275,7 +219,7 @@ pub async fn manager(config: BenchManagerConfig, kruised: &Path) -> anyhow::Resu
             server.accounting().reset();
             let start = Instant::now();
             jobs.create(&PostParams::default(), &job).await?;
-            let status = until(&format!("job {name} to complete"), || async {
+            let status = until(&format!("job {name} to complete"), POLL, || async {
                 let status = jobs.get(&name).await.ok()?.data["status"].clone();
                 status["completionTime"].is_string().then_some(status)
             })
@@ -296,13 +240,17 @@ pub async fn manager(config: BenchManagerConfig, kruised: &Path) -> anyhow::Resu
             // deleted job (owner gone), which is not part of the measured job.
             let start_cleanup = Instant::now();
             jobs.delete(&name, &DeleteParams::default()).await?;
-            until(&format!("the tags of {name} to be collected"), || async {
-                let list = node_images.list(&ListParams::default()).await.ok()?;
-                list.items
-                    .iter()
-                    .all(|n| n.data["spec"]["images"].get(&image).is_none())
-                    .then_some(())
-            })
+            until(
+                &format!("the tags of {name} to be collected"),
+                POLL,
+                || async {
+                    let list = node_images.list(&ListParams::default()).await.ok()?;
+                    list.items
+                        .iter()
+                        .all(|n| n.data["spec"]["images"].get(&image).is_none())
+                        .then_some(())
+                },
+            )
             .await?;
             rounds.push(Round {
                 seconds,
@@ -375,4 +323,12 @@ pub async fn manager(config: BenchManagerConfig, kruised: &Path) -> anyhow::Resu
     );
     fleet.shutdown().await?;
     Ok(())
+}
+
+/// `(VmRSS, VmHWM)` of `pid` in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    (
+        proc_status_kib(pid, "VmRSS").unwrap_or(0),
+        proc_status_kib(pid, "VmHWM").unwrap_or(0),
+    )
 }

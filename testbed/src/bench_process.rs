@@ -2,12 +2,15 @@
 //! `/readyz` and `/metrics`, and its memory and CPU time from `/proc`.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How long any one phase of a benchmark may take before it gives up.
+pub const PHASE_DEADLINE: Duration = Duration::from_secs(900);
 
 /// How long a started agent may take to become ready.
 const READY_DEADLINE: Duration = Duration::from_secs(120);
@@ -102,6 +105,74 @@ impl AgentProcess {
         let (ok, body) = self.get("/metrics").await?;
         anyhow::ensure!(ok, "GET /metrics failed");
         Ok(body)
+    }
+}
+
+/// A `kruised manager` process, killed when dropped (also when a benchmark fails half-way).
+pub struct ManagerProcess(pub Child);
+
+impl Drop for ManagerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A scratch folder under the temporary directory, removed when dropped unless
+/// [`Scratch::keep`] was called (a failed run's logs are the evidence).
+pub struct Scratch {
+    path: PathBuf,
+    keep: std::sync::atomic::AtomicBool,
+}
+
+impl Scratch {
+    /// Creates `<tmp>/<prefix>-<pid>`.
+    pub fn new(prefix: &str) -> std::io::Result<Self> {
+        let path = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self {
+            path,
+            keep: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Keeps the folder when dropped.
+    pub fn keep(&self) {
+        self.keep.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() || self.keep.load(std::sync::atomic::Ordering::Relaxed) {
+            eprintln!("logs kept in {}", self.path.display());
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Polls `check` every `every` until it gives a value, for at most [`PHASE_DEADLINE`].
+pub async fn until<T, F, Fut>(what: &str, every: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        anyhow::ensure!(
+            start.elapsed() < PHASE_DEADLINE,
+            "gave up after {PHASE_DEADLINE:?} waiting for {what}"
+        );
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Node};
@@ -27,7 +27,7 @@ use kube::core::DynamicObject;
 use serde_json::json;
 
 use crate::apiserver::{ApiServer, ApiServerConfig, Usage};
-use crate::bench_process::{AgentProcess, mib, proc_status_kib};
+use crate::bench_process::{AgentProcess, ManagerProcess, Scratch, mib, proc_status_kib, until};
 use crate::bench_report::Measurement;
 use crate::env::REFERENCE_CRDS;
 
@@ -35,8 +35,8 @@ use crate::env::REFERENCE_CRDS;
 const AGENT_USER_AGENT: &str = "kruised/";
 /// The User-Agent prefix of the manager (`kruised-manager/<version>`).
 const MANAGER_USER_AGENT: &str = "kruised-manager/";
-/// How long any one phase may take before the benchmark gives up.
-const PHASE_DEADLINE: Duration = Duration::from_secs(900);
+/// How often the benchmark looks at the API while waiting.
+const POLL: Duration = Duration::from_millis(200);
 /// The image every node pulls.
 const IMAGE: &str = "bench.local/scale-app:1";
 
@@ -51,39 +51,6 @@ pub struct ScaleConfig {
     pub pull_duration: Duration,
     /// How long the steady-state window lasts.
     pub steady: Duration,
-}
-
-/// A scratch folder removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        // Kept when the run failed: the agents' and the manager's logs are the evidence.
-        if std::thread::panicking() || KEEP_SCRATCH.load(std::sync::atomic::Ordering::Relaxed) {
-            eprintln!("bench-scale: logs kept in {}", self.0.display());
-            return;
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Set when the run failed, so that [`Scratch`] keeps the logs.
-static KEEP_SCRATCH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Kills the manager when dropped, also when the benchmark fails half-way.
-struct ManagerProcess(Child);
-
-impl Drop for ManagerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn name_of(i: usize) -> String {
@@ -120,8 +87,7 @@ fn median(values: &[f64]) -> f64 {
 pub async fn scale(config: &ScaleConfig, kruised: &Path) -> anyhow::Result<Vec<Measurement>> {
     let nodes = config.nodes;
     anyhow::ensure!(nodes > 0, "--nodes must be at least 1");
-    let scratch = Scratch(std::env::temp_dir().join(format!("bench-scale-{}", std::process::id())));
-    std::fs::create_dir_all(scratch.path())?;
+    let scratch = Scratch::new("bench-scale")?;
     let server = ApiServer::start(ApiServerConfig::default()).await?;
     server.apply_crds_from_dir(Path::new(REFERENCE_CRDS))?;
     let kubeconfig = scratch.path().join("kubeconfig");
@@ -198,7 +164,7 @@ pub async fn scale(config: &ScaleConfig, kruised: &Path) -> anyhow::Result<Vec<M
         driver.clone(),
         &KruiseVersion::V1beta1.resource("NodeImage", "nodeimages"),
     );
-    until("a NodeImage for every node", || async {
+    until("a NodeImage for every node", POLL, || async {
         (node_images
             .list(&ListParams::default())
             .await
@@ -252,7 +218,7 @@ pub async fn scale(config: &ScaleConfig, kruised: &Path) -> anyhow::Result<Vec<M
     server.accounting().reset();
     let rolled = Instant::now();
     jobs.create(&PostParams::default(), &job).await?;
-    let status = until("the job to complete on every node", || async {
+    let status = until("the job to complete on every node", POLL, || async {
         let status = jobs.get("scale").await.ok()?.data["status"].clone();
         status["completionTime"].is_string().then_some(status)
     })
@@ -260,12 +226,12 @@ pub async fn scale(config: &ScaleConfig, kruised: &Path) -> anyhow::Result<Vec<M
     let status = match status {
         Ok(status) => status,
         Err(error) => {
-            KEEP_SCRATCH.store(true, std::sync::atomic::Ordering::Relaxed);
+            scratch.keep();
             return Err(error);
         }
     };
     if status["succeeded"] != json!(nodes) {
-        KEEP_SCRATCH.store(true, std::sync::atomic::Ordering::Relaxed);
+        scratch.keep();
         for node in status["failedNodes"].as_array().into_iter().flatten() {
             let node = node.as_str().unwrap_or_default();
             if let Ok(image) = node_images.get(node).await {
@@ -448,24 +414,6 @@ fn count_panics(logs: &Path) -> anyhow::Result<usize> {
         }
     }
     Ok(count)
-}
-
-async fn until<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return Ok(value);
-        }
-        anyhow::ensure!(
-            start.elapsed() < PHASE_DEADLINE,
-            "gave up after {PHASE_DEADLINE:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// The extrapolation the report prints with the numbers: per-node API cost and memory
