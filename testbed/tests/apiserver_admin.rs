@@ -1,41 +1,15 @@
 //! The admin endpoint: fault injection and accounting over HTTP, as other processes
 //! (and `testbed up` users) drive them.
 
+mod support;
+
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
+use support::agent_process::admin;
 use testbed::apiserver::{ApiServer, ApiServerConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn admin(server: &ApiServer, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let addr = server.admin_url().trim_start_matches("http://").to_string();
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response[9..12].parse().unwrap();
-    let payload = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or("");
-    // hyper may chunk the body: take the JSON between the first '{'/'[' and the last '}'/']'.
-    let start = payload.find(['{', '[']).unwrap_or(0);
-    let end = payload
-        .rfind(['}', ']'])
-        .map(|i| i + 1)
-        .unwrap_or(payload.len());
-    (
-        status,
-        serde_json::from_str(&payload[start..end]).unwrap_or(Value::Null),
-    )
-}
 
 fn maps(server: &ApiServer) -> Api<ConfigMap> {
     Api::namespaced(server.client(), "default")
